@@ -1,0 +1,25 @@
+# Two commands on a fresh machine with Python >= 3.11 and pip:
+#   make demo   set up .venv, run all notebooks on the bundled data into runs/demo/
+#   make test   set up .venv with test extras, run the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+RUN    ?= runs/demo
+
+.PHONY: demo test setup bench clean-runs
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(PY) -m cellnb run-notebooks --params notebooks/demo.yaml --out $(RUN)
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q
+
+clean-runs:
+	rm -rf runs/

@@ -1,0 +1,25 @@
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import numpy as np
+import pytest
+
+from cellnb import datasets
+
+
+@pytest.fixture(scope="session")
+def small_field():
+    """A small synthetic field (fast to make) with ground truth."""
+    return datasets.make_field((192, 192), seed=7, mean_radius=14)
+
+
+@pytest.fixture(scope="session")
+def demo_fields():
+    return datasets.load_demo()
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
