@@ -86,3 +86,65 @@ def show_markers(image, markers, truth=None, crop=None, ax=None, title: str = ""
     ax.set_title(title)
     ax.axis("off")
     return fig
+
+
+def show_mask(image, mask, probability=None, truth=None, crop=None, title: str = ""):
+    """Input, foreground probability (data term) and mask outline over the image.
+
+    Parameters
+    ----------
+    image : ndarray, shape (H, W)
+    mask : ndarray of bool, shape (H, W)
+    probability : ndarray, shape (H, W), optional
+    truth : ndarray, shape (H, W), optional
+        Ground-truth labels; its foreground outline is drawn in cyan.
+    crop : tuple of slice, optional
+    """
+    import matplotlib.pyplot as plt
+    crop = crop or np.s_[:, :]
+    n = 3 if probability is not None else 2
+    fig, axes = plt.subplots(1, n, figsize=(5 * n, 5))
+    img = _gray(image)[crop]
+    axes[0].imshow(img, cmap="gray")
+    axes[0].set_title("input")
+    if probability is not None:
+        im = axes[1].imshow(np.asarray(probability)[crop], cmap="magma", vmin=0, vmax=1)
+        axes[1].set_title("foreground probability")
+        fig.colorbar(im, ax=axes[1], fraction=0.046)
+    ax = axes[-1]
+    ax.imshow(img, cmap="gray")
+    ax.contour(np.asarray(mask)[crop], [0.5], colors="yellow", linewidths=0.8)
+    if truth is not None:
+        ax.contour(np.asarray(truth)[crop] > 0, [0.5], colors="cyan", linewidths=0.6)
+    ax.set_title("mask (yellow)" + (" vs truth (cyan)" if truth is not None else ""))
+    for a in axes:
+        a.axis("off")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def smoothness_slider(image, modality: str = "fluorescence", markers=None, truth=None,
+                      crop=None, value: float = 3.0):
+    """Interactive ipywidgets slider for the graph-cut smoothness (Jupyter only).
+
+    The data term is computed once; moving the slider re-runs only the cut.
+    Returns the widget (display it as the last expression of a cell).
+    """
+    import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+    from . import mask as _mask
+    from .metrics import mask_iou
+    _, prob = _mask.foreground_mask(image, modality, markers=markers, return_probability=True)
+    crop = crop or np.s_[:, :]
+
+    def draw(smoothness):
+        m = _mask.graph_cut(prob, smoothness)
+        title = f"smoothness {smoothness:.1f}"
+        if truth is not None:
+            title += f", IoU vs truth {mask_iou(m, truth):.3f}"
+        show_mask(image, m, None, truth, crop, title)
+        plt.show()
+
+    return widgets.interactive(draw, smoothness=widgets.FloatSlider(
+        value=value, min=0.0, max=20.0, step=0.5, continuous_update=False))

@@ -1,0 +1,393 @@
+"""Step 3: the foreground mask M of all cell area, by graph cut, without human input.
+
+The loss (Eq. 1) penalises segmented pixels outside M, so M must cover the
+cells and little else. Both modalities end in the same graph cut
+(PyMaxflow, 4-connected grid): a per-pixel data term from a foreground
+probability ``p`` (cost ``-log p`` for foreground, ``-log(1 - p)`` for
+background) and a pairwise term ``smoothness * w_pq`` for every
+foreground/background boundary, so that noise cannot fragment the mask.
+``w_pq = exp(-beta * (g_p - g_q)^2)`` is contrast-sensitive (Boykov & Jolly):
+boundaries are cheaper where the guide image ``g`` changes fast, i.e. on the
+real cell edge; ``beta`` is set from the image's own mean squared gradient.
+
+Where ``p`` comes from:
+
+* **fluorescence** — a two-class Gaussian mixture fitted (EM) to the
+  log-intensity of the lightly smoothed image. The log makes the classes
+  compact despite bright puncta and junctions, and keeps dim cells apart
+  from background.
+* **bright-field** — grey values do not separate cells from background, so a
+  random forest (scikit-learn, as Weka's in the paper) classifies texture
+  features (Gaussian-smoothed intensity, gradient magnitude, Hessian
+  eigenvalues at several scales, and local variance of the high-pass image).
+  It is trained **without scribbles**: foreground examples are pixels close
+  to markers (nuclei are inside cells); background examples are the
+  flattest pixels (lowest fine-scale texture) farther than half a marker
+  spacing from any marker. Without markers, the most and least textured
+  pixels serve instead.
+
+Channels given together are combined by averaging their log-odds.
+
+Measured on the bundled demo fields (``tests/test_mask.py``): foreground
+IoU 0.87-0.89 for fluorescence and 0.83-0.89 for bright-field. A perfect
+mask dilated by a single pixel scores ~0.92 on these cells (radius ~15 px),
+so the remaining error is mostly a one-pixel rim from optical blur.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from .io import InputError, check_image, check_markers, normalize
+
+__all__ = ["MODALITIES", "noise_level", "fluorescence_probability", "brightfield_probability",
+           "graph_cut", "default_smoothness", "clean_mask", "foreground_mask",
+           "marker_spacing"]
+
+MODALITIES = ("fluorescence", "brightfield")
+_EPS = 1e-4
+
+
+# --------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------
+def noise_level(image) -> float:
+    """Robust standard deviation of pixel noise (MAD of horizontal differences).
+
+    Parameters
+    ----------
+    image : ndarray, shape (H, W), float
+
+    Returns
+    -------
+    float
+        Estimated noise sigma in image units. Cell edges barely move the
+        median of neighbour differences, unlike the plain standard deviation.
+    """
+    d = np.diff(np.asarray(image, np.float64), axis=1)
+    return float(1.4826 * np.median(np.abs(d - np.median(d))) / np.sqrt(2))
+
+
+def marker_spacing(markers) -> float:
+    """Median nearest-neighbour distance between markers (px); a cell-size scale."""
+    from scipy.spatial import cKDTree
+    m = check_markers(markers)
+    if len(m) < 2:
+        raise InputError("marker spacing needs at least two markers.")
+    d, _ = cKDTree(m).query(m, 2)
+    return float(np.median(d[:, 1]))
+
+
+def _gmm2(x: np.ndarray, iters: int = 60):
+    """Two-class 1-D Gaussian mixture by EM, initialised by Otsu's threshold."""
+    from skimage.filters import threshold_otsu
+    t = threshold_otsu(x)
+    lo, hi = x[x <= t], x[x > t]
+    w = np.array([lo.size, hi.size], float) / x.size
+    mu = np.array([lo.mean(), hi.mean()])
+    sd = np.array([lo.std(), hi.std()]) + 1e-6
+    for _ in range(iters):
+        ll = -0.5 * ((x[:, None] - mu) / sd) ** 2 - np.log(sd) + np.log(w)
+        ll -= ll.max(1, keepdims=True)
+        r = np.exp(ll)
+        r /= r.sum(1, keepdims=True)
+        n = r.sum(0) + 1e-12
+        w, mu = n / n.sum(), (r * x[:, None]).sum(0) / n
+        sd = np.sqrt((r * (x[:, None] - mu) ** 2).sum(0) / n) + 1e-6
+    return w, mu, sd
+
+
+def _as_plane(image, name: str) -> np.ndarray:
+    img = check_image(image, name=name)
+    if img.ndim == 3:
+        if img.shape[-1] != 1:
+            raise InputError(f"{name}: expected one channel, got shape {img.shape}.")
+        img = img[..., 0]
+    return normalize(img)
+
+
+# --------------------------------------------------------------------------
+# data terms
+# --------------------------------------------------------------------------
+def _log_intensity(img: np.ndarray, sigma: float) -> np.ndarray:
+    sm = ndi.gaussian_filter(img, sigma) if sigma > 0 else img
+    return np.log(np.clip(sm - np.percentile(sm, 0.1), 0, None) + 0.05)
+
+
+def fluorescence_probability(image, sigma: float = 1.0, seed: int = 0) -> np.ndarray:
+    """Foreground probability of a fluorescence image from a 2-class intensity model.
+
+    Parameters
+    ----------
+    image : array_like, shape (H, W)
+        Whole-cell fluorescence image (cells bright on dark background).
+    sigma : float
+        Gaussian smoothing (px) before the model; 1 px suppresses shot noise
+        without moving edges.
+    seed : int
+        Seed for the pixel subsample used to fit the mixture.
+
+    Returns
+    -------
+    p : ndarray of float32, shape (H, W), in (0, 1)
+    """
+    img = _as_plane(image, "fluorescence image")
+    x = _log_intensity(img, sigma)
+    rng = np.random.default_rng(seed)
+    sub = rng.choice(x.ravel(), size=min(x.size, 50_000), replace=False)
+    w, mu, sd = _gmm2(sub)
+    hi = int(np.argmax(mu))
+    ll = -0.5 * ((x[..., None] - mu) / sd) ** 2 - np.log(sd) + np.log(w)
+    logit = np.clip(ll[..., hi] - ll[..., 1 - hi], -30, 30)
+    return (1 / (1 + np.exp(-logit))).astype(np.float32)
+
+
+def _texture(img: np.ndarray, window: float) -> np.ndarray:
+    """Log local energy of the high-pass image: granular cytoplasm vs flat background."""
+    hp = img - ndi.gaussian_filter(img, 1.5)
+    return np.log(ndi.gaussian_filter(hp * hp, window) + 1e-8)
+
+
+def _bf_features(img: np.ndarray) -> np.ndarray:
+    from skimage.feature import multiscale_basic_features
+    f = multiscale_basic_features(img, sigma_min=1, sigma_max=4, num_sigma=3)
+    tex = [_texture(img, w)[..., None] for w in (1.0, 2.0, 4.0)]
+    return np.concatenate([f] + tex, axis=-1).astype(np.float32)
+
+
+def brightfield_probability(image, markers=None, n_estimators: int = 40, n_samples: int = 5000,
+                            seed: int = 0) -> np.ndarray:
+    """Foreground probability of a bright-field image from a self-trained random forest.
+
+    Parameters
+    ----------
+    image : array_like, shape (H, W)
+    markers : array_like, shape (N, 2), optional
+        Marker (nucleus) positions; they make the self-labels much purer.
+    n_estimators : int
+        Trees in the forest.
+    n_samples : int
+        Training pixels per class.
+    seed : int
+        Seeds the sampling and the forest, for repeatable masks.
+
+    Returns
+    -------
+    p : ndarray of float32, shape (H, W)
+    """
+    from sklearn.ensemble import RandomForestClassifier
+    img = _as_plane(image, "bright-field image")
+    feats = _bf_features(img)
+    tex = _texture(img, 2.0)
+    if markers is not None and len(check_markers(markers, img.shape)) >= 2:
+        m = check_markers(markers, img.shape)
+        spacing = marker_spacing(m)
+        seeds = np.ones(img.shape, bool)
+        seeds[tuple(np.round(m).astype(int).T)] = False
+        dist = ndi.distance_transform_edt(seeds)
+        fg = dist < 0.25 * spacing
+        cand = dist > 0.5 * spacing
+        bg = cand & (tex < np.quantile(tex, 0.2))
+    else:
+        fg = tex > np.quantile(tex, 0.8)
+        bg = tex < np.quantile(tex, 0.1)
+    if fg.sum() < 10 or bg.sum() < 10:
+        raise InputError("bright-field image: could not find confident foreground and "
+                         "background examples; check the markers or pass a mask.")
+    rng = np.random.default_rng(seed)
+    pos = rng.choice(np.flatnonzero(fg), min(n_samples, int(fg.sum())), replace=False)
+    neg = rng.choice(np.flatnonzero(bg), min(n_samples, int(bg.sum())), replace=False)
+    X = feats.reshape(-1, feats.shape[-1])
+    clf = RandomForestClassifier(n_estimators=n_estimators, max_depth=12, min_samples_leaf=5,
+                                 n_jobs=-1, random_state=seed)
+    clf.fit(np.concatenate([X[pos], X[neg]]),
+            np.concatenate([np.ones(len(pos)), np.zeros(len(neg))]))
+    return clf.predict_proba(X)[:, 1].reshape(img.shape).astype(np.float32)
+
+
+# --------------------------------------------------------------------------
+# graph cut
+# --------------------------------------------------------------------------
+def graph_cut(probability, smoothness: float, guide=None) -> np.ndarray:
+    """Binary graph cut of a foreground probability map (PyMaxflow).
+
+    Minimises ``sum_p D_p(x_p) + smoothness * sum_{p~q} w_pq [x_p != x_q]``
+    with ``D_p(fg) = -log p``, ``D_p(bg) = -log(1 - p)`` over the 4-connected
+    grid, exactly (max-flow/min-cut).
+
+    Parameters
+    ----------
+    probability : ndarray, shape (H, W), values in [0, 1]
+    smoothness : float
+        Weight of a boundary between neighbours, in the units of the data
+        term (nats); 0 reduces to thresholding at 0.5.
+    guide : ndarray, shape (H, W) or (H, W, C), optional
+        Image whose edges make boundaries cheaper (contrast-sensitive
+        ``w_pq = exp(-beta (g_p - g_q)^2)``, beta = 1 / (2 <(g_p - g_q)^2>),
+        summed over channels); without it ``w_pq = 1`` (Potts).
+
+    Returns
+    -------
+    mask : ndarray of bool, shape (H, W)
+    """
+    import maxflow
+    p = np.asarray(probability, np.float64)
+    if p.ndim != 2:
+        raise InputError(f"graph_cut: probability must be 2-D, got shape {p.shape}.")
+    if not np.all(np.isfinite(p)) or p.min() < 0 or p.max() > 1:
+        raise InputError("graph_cut: probability must be finite and within [0, 1].")
+    if not (np.isfinite(smoothness) and smoothness >= 0):
+        raise InputError(f"graph_cut: smoothness must be a number >= 0, got {smoothness}.")
+    p = np.clip(p, _EPS, 1 - _EPS)
+    wr = np.full(p.shape, float(smoothness))
+    wd = np.full(p.shape, float(smoothness))
+    if guide is not None:
+        g = np.asarray(guide, np.float64)
+        g = g[..., None] if g.ndim == 2 else g
+        er = np.zeros(p.shape)
+        ed = np.zeros(p.shape)
+        for c in range(g.shape[-1]):
+            dr = np.diff(g[..., c], axis=1) ** 2
+            dd = np.diff(g[..., c], axis=0) ** 2
+            mean = (dr.sum() + dd.sum()) / (dr.size + dd.size) + 1e-12
+            er[:, :-1] += dr / (2 * mean)
+            ed[:-1] += dd / (2 * mean)
+        wr *= np.exp(-er / g.shape[-1])
+        wd *= np.exp(-ed / g.shape[-1])
+    graph = maxflow.Graph[float]()
+    ids = graph.add_grid_nodes(p.shape)
+    right = np.array([[0, 0, 0], [0, 0, 1], [0, 0, 0]])
+    down = np.array([[0, 0, 0], [0, 0, 0], [0, 1, 0]])
+    graph.add_grid_edges(ids, weights=wr, structure=right, symmetric=True)
+    graph.add_grid_edges(ids, weights=wd, structure=down, symmetric=True)
+    # source side = foreground: cutting the sink edge costs -log(1 - p), the source edge -log p
+    graph.add_grid_tedges(ids, -np.log(1 - p), -np.log(p))
+    graph.maxflow()
+    return ~graph.get_grid_segments(ids)
+
+
+def default_smoothness(image, modality: str, probability=None) -> float:
+    """Default graph-cut smoothness for one channel.
+
+    Fluorescence: ``10 / CNR``, clipped to [1, 20], where CNR is the contrast
+    between the two fitted classes over the pixel noise (both measured on the
+    image): the noisier the image relative to its contrast, the less a single
+    pixel is trusted. On the demo data CNR ~ 2.6-3.1 gives ~3.5, the measured
+    optimum. Bright-field: 5, measured on the demo data (the forest's
+    probability is already smoothed by its multi-scale features).
+
+    Parameters
+    ----------
+    image : ndarray, shape (H, W)
+    modality : {"fluorescence", "brightfield"}
+    probability : ndarray, shape (H, W), optional
+        :func:`fluorescence_probability` of `image`, if already computed.
+    """
+    if modality == "brightfield":
+        return 5.0
+    img = _as_plane(image, "fluorescence image")
+    p = (fluorescence_probability(img) if probability is None else probability) > 0.5
+    if p.all() or not p.any():
+        return 1.0
+    cnr = abs(np.median(img[p]) - np.median(img[~p])) / max(noise_level(img), 1e-6)
+    return float(np.clip(10.0 / max(cnr, 1e-6), 1.0, 20.0))
+
+
+def clean_mask(mask, spacing: float | None = None) -> np.ndarray:
+    """Fill holes smaller than a cell and drop specks.
+
+    Parameters
+    ----------
+    mask : ndarray of bool, shape (H, W)
+    spacing : float, optional
+        Typical marker spacing (px). Holes below ``0.02 * spacing**2`` (pin
+        holes, a few px) are filled and objects below ``0.1 * spacing**2``
+        (debris, a fraction of a cell) removed; without it, 8 and 16 px.
+        Larger holes are kept: small gaps enclosed by touching cells are real
+        background (filling holes up to half a cell cost 0.03 IoU on the demo).
+
+    Returns
+    -------
+    ndarray of bool
+    """
+    from skimage import morphology
+    m = np.asarray(mask, bool)
+    hole = 0.02 * spacing ** 2 if spacing else 8
+    speck = 0.1 * spacing ** 2 if spacing else 16
+    m = morphology.remove_small_holes(m, max_size=max(1, int(hole) - 1))
+    return morphology.remove_small_objects(m, max_size=max(1, int(speck) - 1))
+
+
+# --------------------------------------------------------------------------
+# entry point
+# --------------------------------------------------------------------------
+def foreground_mask(image, modality: str | Sequence[str] = "fluorescence", markers=None,
+                    smoothness: float | None = None, cleanup: bool = True, seed: int = 0,
+                    return_probability: bool = False):
+    """Binary mask of all cell area, for one or several channels.
+
+    Parameters
+    ----------
+    image : array_like, shape (H, W) or (H, W, C)
+        Cell image(s); raw or normalised.
+    modality : str or sequence of str
+        ``"fluorescence"`` or ``"brightfield"``, one per channel.
+    markers : array_like, shape (N, 2), optional
+        Marker positions; used to self-label the bright-field classifier and
+        to scale the clean-up.
+    smoothness : float, optional
+        Graph-cut boundary weight; default from :func:`default_smoothness`
+        (mean over channels).
+    cleanup : bool
+        Fill holes smaller than a cell, drop specks (:func:`clean_mask`).
+    seed : int
+        Seed for the sampling in the data terms.
+    return_probability : bool
+        Also return the combined foreground probability (the data term).
+
+    Returns
+    -------
+    mask : ndarray of bool, shape (H, W)
+    probability : ndarray of float32, shape (H, W)
+        Only with ``return_probability=True``.
+
+    Examples
+    --------
+    >>> from cellnb import datasets, mask
+    >>> f = datasets.make_field((128, 128), seed=1)
+    >>> m = mask.foreground_mask(f.images["fluorescence"])
+    >>> m.dtype, m.shape
+    (dtype('bool'), (128, 128))
+    """
+    img = check_image(image, name="cell image")
+    planes = [img] if img.ndim == 2 else [img[..., c] for c in range(img.shape[-1])]
+    mods = [modality] * len(planes) if isinstance(modality, str) else list(modality)
+    if len(mods) != len(planes):
+        raise InputError(f"foreground_mask: {len(planes)} channel(s) but {len(mods)} "
+                         f"modalities {mods}; give one modality per channel.")
+    bad = [m for m in mods if m not in MODALITIES]
+    if bad:
+        raise InputError(f"foreground_mask: unknown modality {bad}; use one of {MODALITIES}.")
+    if markers is not None:
+        markers = check_markers(markers, img.shape)
+    logits, guides, lams = [], [], []
+    for plane, mod in zip(planes, mods):
+        norm = normalize(plane)
+        if mod == "fluorescence":
+            p = fluorescence_probability(norm, seed=seed)
+            guides.append(_log_intensity(norm, 1.0))
+        else:
+            p = brightfield_probability(norm, markers, seed=seed)
+            guides.append(_texture(norm, 2.0))
+        lams.append(default_smoothness(norm, mod, p) if smoothness is None else smoothness)
+        p = np.clip(p, _EPS, 1 - _EPS)
+        logits.append(np.log(p) - np.log1p(-p))
+    prob = (1 / (1 + np.exp(-np.mean(logits, axis=0)))).astype(np.float32)
+    guide = np.stack([g / (g.std() + 1e-12) for g in guides], axis=-1)
+    m = graph_cut(prob, float(np.mean(lams)), guide=guide)
+    if cleanup:
+        spacing = marker_spacing(markers) if markers is not None and len(markers) > 1 else None
+        m = clean_mask(m, spacing)
+    return (m, prob) if return_probability else m
