@@ -9,7 +9,11 @@ import numpy as np
 
 from .io import InputError, check_labels, check_markers
 
-__all__ = ["marker_scores", "mask_iou"]
+__all__ = ["marker_scores", "mask_iou", "iou_matrix", "matched_iou", "match",
+           "average_precision", "agreement", "THRESHOLDS"]
+
+#: IoU thresholds for instance matching (Cellpose / StarDist convention)
+THRESHOLDS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)
 
 
 def marker_scores(markers, nuclei, tolerance: float = 3.0) -> dict:
@@ -88,3 +92,120 @@ def mask_iou(mask, truth) -> float:
         raise InputError(f"mask_iou: shapes differ, {a.shape} vs {b.shape}.")
     union = np.logical_or(a, b).sum()
     return float(np.logical_and(a, b).sum() / union) if union else 1.0
+
+
+def iou_matrix(truth, pred):
+    """Pairwise IoU between the objects of two label images.
+
+    Parameters
+    ----------
+    truth, pred : ndarray of int, shape (H, W)
+        0 = background.
+
+    Returns
+    -------
+    iou : ndarray of float64, shape (n_truth, n_pred)
+    truth_ids, pred_ids : ndarray of int
+        The label ids of the rows and columns.
+    """
+    t = check_labels(truth, name="truth")
+    p = check_labels(pred, name="prediction", shape=t.shape)
+    t_ids = np.unique(t[t > 0])
+    p_ids = np.unique(p[p > 0])
+    t_idx = np.zeros(int(t.max()) + 1, np.int64)
+    p_idx = np.zeros(int(p.max()) + 1, np.int64)
+    t_idx[t_ids] = np.arange(1, len(t_ids) + 1)
+    p_idx[p_ids] = np.arange(1, len(p_ids) + 1)
+    tt, pp = t_idx[t.ravel()], p_idx[p.ravel()]
+    nt, npr = len(t_ids) + 1, len(p_ids) + 1
+    # contingency table over (truth, pred) index pairs, 0 = background
+    inter = np.bincount(tt * npr + pp, minlength=nt * npr).reshape(nt, npr).astype(float)
+    area_t = inter.sum(1, keepdims=True)
+    area_p = inter.sum(0, keepdims=True)
+    union = area_t + area_p - inter
+    iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    return iou[1:, 1:], t_ids, p_ids
+
+
+def matched_iou(truth, pred) -> dict:
+    """The paper's mIOU: each true cell's IoU with its best-matching predicted cell.
+
+    Parameters
+    ----------
+    truth, pred : ndarray of int, shape (H, W)
+
+    Returns
+    -------
+    dict
+        ``mean``, ``std`` over true cells (a cell with no overlapping
+        prediction counts 0), ``per_cell`` (ndarray, in truth-id order),
+        ``truth_ids``, ``n_truth``, ``missed`` (true cells whose best IoU is
+        below 0.5: no prediction stands for them).
+    """
+    iou, t_ids, _ = iou_matrix(truth, pred)
+    best = iou.max(1) if iou.shape[1] else np.zeros(len(t_ids))
+    if len(best) == 0:
+        raise InputError("matched_iou: the ground truth holds no cell.")
+    return dict(mean=float(best.mean()), std=float(best.std()), per_cell=best,
+                truth_ids=t_ids, n_truth=int(len(best)), missed=int((best < 0.5).sum()))
+
+
+def match(truth, pred, thresholds=THRESHOLDS) -> list[dict]:
+    """One-to-one instance matching at several IoU thresholds.
+
+    Pairs are assigned once by the Hungarian algorithm (maximum total IoU,
+    scipy's ``linear_sum_assignment``) among pairs with IoU >= the lowest
+    threshold; at threshold t, a matched pair with IoU >= t is a true
+    positive. For t >= 0.5 a cell can overlap at most one other by more than
+    half, so this equals matching separately at every threshold.
+
+    Returns
+    -------
+    list of dict, one per threshold
+        ``thresh, tp, fp, fn, precision, recall, f1, ap`` with
+        ``ap = tp / (tp + fp + fn)`` (the "average precision" of the
+        Cellpose and StarDist papers, and of the Data Science Bowl).
+    """
+    from scipy.optimize import linear_sum_assignment
+    thresholds = [float(t) for t in np.atleast_1d(thresholds)]
+    if min(thresholds) < 0.5 or max(thresholds) > 1:
+        raise InputError("match: thresholds must lie in [0.5, 1].")
+    iou, t_ids, p_ids = iou_matrix(truth, pred)
+    nt, npd = iou.shape
+    lo = min(thresholds)
+    matched = np.zeros(0)
+    if nt and npd:
+        cand = np.where(iou >= lo, iou, 0.0)
+        r, c = linear_sum_assignment(-cand)
+        matched = iou[r, c][cand[r, c] > 0]
+    rows = []
+    for t in thresholds:
+        tp = int((matched >= t).sum())
+        fp, fn = npd - tp, nt - tp
+        rows.append(dict(thresh=t, tp=tp, fp=fp, fn=fn,
+                         precision=tp / npd if npd else 0.0,
+                         recall=tp / nt if nt else 0.0,
+                         f1=2 * tp / (nt + npd) if nt + npd else 0.0,
+                         ap=tp / (tp + fp + fn) if tp + fp + fn else 0.0))
+    return rows
+
+
+def average_precision(truth, pred, thresholds=THRESHOLDS) -> float:
+    """Mean over thresholds of ``tp / (tp + fp + fn)`` (mAP as in LIVECell/Cellpose)."""
+    return float(np.mean([r["ap"] for r in match(truth, pred, thresholds)]))
+
+
+def agreement(a, b) -> dict:
+    """Agreement of two segmentations of the same field (the paper's cross-modality mIOU).
+
+    The matched mIOU computed both ways (a as reference, then b) and averaged,
+    so neither segmentation is privileged.
+
+    Returns
+    -------
+    dict
+        ``mean`` (symmetric), ``a_to_b``, ``b_to_a``.
+    """
+    ab = matched_iou(a, b)["mean"]
+    ba = matched_iou(b, a)["mean"]
+    return dict(mean=(ab + ba) / 2, a_to_b=ab, b_to_a=ba)

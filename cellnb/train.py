@@ -1,0 +1,298 @@
+"""Step 4d: unsupervised training of the UNet on one field's patches.
+
+One model per dataset, as in the paper: the network sees only the
+patches of the field(s) it will segment; no label is ever used.
+
+Each step takes the patches of one area (:func:`cellnb.patches.area_batches`),
+applies a random dihedral transform to every patch, runs the UNet, undoes
+the transform on the output, and takes an Adam step on Eq. 1
+(:func:`cellnb.loss.eq1_loss`).
+
+Stopping rule (a "stable minimum"): the loss is averaged over windows of
+``window`` steps (at least one pass over the field); training stops when
+``patience`` consecutive windows fail to improve the best window mean by
+more than ``min_delta`` (relative), or at ``max_steps``.
+
+Runs are repeatable on the CPU: the seed fixes NumPy's and TensorFlow's
+random streams and TensorFlow's deterministic ops are switched on.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field as dc_field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .io import InputError, atomic_path
+from .loss import canvas_indices, eq1_loss
+from .patches import PatchSet, area_batches, augment_tf, invert_tf
+
+__all__ = ["TrainConfig", "TrainResult", "train", "save_model", "load_model",
+           "set_seed"]
+
+
+@dataclass
+class TrainConfig:
+    """Training parameters (all saved with the model).
+
+    Attributes
+    ----------
+    lam, beta : float
+        Eq. 1 weights (paper: 1 and 15).
+    area : int
+        Side of the square area whose patches form one batch (paper: 640).
+    width, depth : int
+        UNet size (:func:`cellnb.model.build_unet`).
+    learning_rate : float
+        Adam step size.
+    max_steps : int
+        Step budget.
+    window, patience, min_delta :
+        Plateau rule (module docstring); ``window=0`` means one pass over
+        the field, at least 20 steps.
+    seed : int
+    batch_multiple : int
+        Batches are padded to a multiple of this many patches (zero weight)
+        so the compiled step is not retraced for every batch size.
+    """
+
+    lam: float = 1.0
+    beta: float = 15.0
+    area: int = 640
+    width: int = 16
+    depth: int = 3
+    learning_rate: float = 1e-3
+    max_steps: int = 1500
+    window: int = 0
+    patience: int = 3
+    min_delta: float = 0.005
+    seed: int = 0
+    batch_multiple: int = 16
+
+    def check(self) -> "TrainConfig":
+        for name in ("lam", "beta", "learning_rate"):
+            v = getattr(self, name)
+            if not (np.isfinite(v) and v >= 0) or (name == "learning_rate" and v == 0):
+                raise InputError(f"TrainConfig.{name} must be a finite number > 0 "
+                                 f"(>= 0 for lam/beta), got {v}.")
+        for name in ("area", "width", "depth", "max_steps", "patience", "batch_multiple"):
+            v = getattr(self, name)
+            if int(v) != v or v < 1:
+                raise InputError(f"TrainConfig.{name} must be a positive integer, got {v}.")
+        return self
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns.
+
+    Attributes
+    ----------
+    model : keras.Model
+    config : TrainConfig
+    history : list of dict
+        One row per step: step, loss, area, overlap, outside, patches, seconds.
+    stop_reason : str
+        ``"plateau"`` or ``"max_steps"``.
+    patch_size, sigma, channels :
+        How the patches were made (needed to apply the model).
+    """
+
+    model: object
+    config: TrainConfig
+    history: list = dc_field(default_factory=list)
+    stop_reason: str = ""
+    patch_size: int = 64
+    sigma: float = 15.0
+    channels: list = dc_field(default_factory=list)
+
+    @property
+    def steps(self) -> int:
+        return len(self.history)
+
+    @property
+    def losses(self) -> np.ndarray:
+        return np.array([h["loss"] for h in self.history])
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python, NumPy and TensorFlow; make TensorFlow ops deterministic."""
+    import keras
+    import tensorflow as tf
+    keras.utils.set_random_seed(int(seed))
+    try:
+        tf.config.experimental.enable_op_determinism()
+    except (AttributeError, RuntimeError):  # older TF, or already initialised
+        pass
+
+
+def _batch_arrays(ps: PatchSet, idx: np.ndarray, canvas: int, multiple: int):
+    """Inputs of one step: patches, 1-M crops, canvas indices, weights (padded)."""
+    corners = ps.corners[idx]
+    origin = corners.min(0)
+    local = corners - origin
+    n = len(idx)
+    n_pad = int(np.ceil(n / multiple) * multiple)
+    x = np.zeros((n_pad,) + ps.x.shape[1:], np.float32)
+    out = np.zeros((n_pad, ps.size, ps.size), np.float32)
+    index = np.zeros((n_pad, ps.size * ps.size), np.int32)
+    w = np.zeros(n_pad, np.float32)
+    x[:n], out[:n], w[:n] = ps.x[idx], ps.outside[idx], 1.0
+    index[:n] = canvas_indices(local, ps.size, (canvas, canvas))
+    return x, out, index, w
+
+
+def _make_step(model, optimizer, n_canvas: int, lam: float, beta: float):
+    import tensorflow as tf
+
+    @tf.function(reduce_retracing=True)
+    def step(x, outside, index, weight, codes):
+        with tf.GradientTape() as tape:
+            logits = model(augment_tf(x, codes), training=True)[..., 0]
+            logits = invert_tf(logits, codes)
+            loss, terms = eq1_loss(logits, outside, index, n_canvas, weight, lam, beta)
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return loss, terms
+
+    return step
+
+
+def train(patches: PatchSet, config: TrainConfig | None = None, model=None,
+          progress: bool = True, callback: Callable[[dict], None] | None = None,
+          channels: list | None = None, sigma: float = 15.0) -> TrainResult:
+    """Train (or continue training) the UNet on one field's patches.
+
+    Parameters
+    ----------
+    patches : PatchSet
+        From :func:`cellnb.patches.extract_patches` (with the mask).
+    config : TrainConfig, optional
+    model : keras.Model, optional
+        Continue from this model (e.g. :func:`load_model`); its optimizer
+        state is kept. Default: a new UNet.
+    progress : bool
+        Show a progress bar with the loss (stderr).
+    callback : callable, optional
+        Called with each step's history row.
+    channels : list of str, optional
+        Names of the image channels (recorded with the model).
+    sigma : float
+        Gaussian-disk sigma used for `patches` (recorded with the model).
+
+    Returns
+    -------
+    TrainResult
+    """
+    import keras
+    from .model import build_unet
+    cfg = (config or TrainConfig()).check()
+    if len(patches) == 0:
+        raise InputError("train: no patches (no markers); nothing to learn from.")
+    if patches.size % (2 ** cfg.depth):
+        raise InputError(f"train: patch size {patches.size} must be divisible by 2**depth "
+                         f"({2 ** cfg.depth}).")
+    set_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    in_ch = patches.x.shape[-1]
+    if model is None:
+        model = build_unet(in_ch, cfg.width, cfg.depth, patches.size)
+        model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate))
+    elif model.input_shape[-1] != in_ch:
+        raise InputError(f"train: the model takes {model.input_shape[-1]} input channels but "
+                         f"the patches have {in_ch}; use the same image channels.")
+    if getattr(model, "optimizer", None) is None:
+        model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate))
+    h, w = patches.shape
+    canvas = min(cfg.area, max(h, w)) + patches.size
+    step_fn = _make_step(model, model.optimizer, canvas * canvas, cfg.lam, cfg.beta)
+
+    n_batches = len(area_batches(patches, cfg.area))
+    window = cfg.window or max(20, n_batches)
+    history: list[dict] = []
+    best, stale, reason = np.inf, 0, "max_steps"
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=cfg.max_steps, desc="training", unit="step", file=sys.stderr)
+    t0 = time.perf_counter()
+    while len(history) < cfg.max_steps and reason != "plateau":
+        for idx in area_batches(patches, cfg.area, rng):
+            x, out, index, wt = _batch_arrays(patches, idx, canvas, cfg.batch_multiple)
+            codes = rng.integers(0, 8, len(x)).astype(np.int32)
+            loss, terms = step_fn(x, out, index, wt, codes)
+            row = {"step": len(history) + 1, "loss": float(loss),
+                   **{k: float(v) for k, v in terms.items()},
+                   "patches": int(len(idx)), "seconds": time.perf_counter() - t0}
+            if not np.isfinite(row["loss"]):
+                raise FloatingPointError(f"train: loss became {row['loss']} at step "
+                                         f"{row['step']}; lower learning_rate.")
+            history.append(row)
+            if callback:
+                callback(row)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{row['loss']:.2f}")
+            if len(history) % window == 0:
+                mean = float(np.mean([r["loss"] for r in history[-window:]]))
+                improved = not np.isfinite(best) or mean < best - cfg.min_delta * abs(best)
+                if improved:
+                    best, stale = mean, 0
+                else:
+                    stale += 1
+                    if stale >= cfg.patience:
+                        reason = "plateau"
+                        break
+            if len(history) >= cfg.max_steps:
+                break
+    if bar is not None:
+        bar.close()
+    return TrainResult(model=model, config=cfg, history=history, stop_reason=reason,
+                       patch_size=patches.size, sigma=sigma, channels=list(channels or []))
+
+
+def save_model(result: TrainResult, path: str | Path) -> Path:
+    """Save the model (``.keras``, with optimizer state) and its parameters (``.json``).
+
+    Both files are written atomically; the JSON holds the config, patch
+    size, sigma, channel names, stop reason and the loss curve.
+    """
+    path = Path(path)
+    if path.suffix != ".keras":
+        raise InputError(f"{path}: models are saved as .keras files.")
+    with atomic_path(path) as tmp:
+        result.model.save(tmp)
+    meta = {"config": asdict(result.config), "patch_size": result.patch_size,
+            "sigma": result.sigma, "channels": result.channels,
+            "stop_reason": result.stop_reason, "steps": result.steps,
+            "history": result.history}
+    with atomic_path(path.with_suffix(".json")) as tmp:
+        tmp.write_text(json.dumps(meta, indent=1) + "\n")
+    return path
+
+
+def load_model(path: str | Path):
+    """Load a model saved by :func:`save_model`.
+
+    Returns
+    -------
+    model : keras.Model
+    meta : dict
+        The saved parameters (``config``, ``patch_size``, ``sigma``,
+        ``channels``, ``history``...); empty if the JSON is missing.
+    """
+    import keras
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: model file not found.")
+    try:
+        model = keras.models.load_model(path)
+    except Exception as exc:
+        raise InputError(f"{path}: cannot be loaded as a Keras model ({exc}).") from None
+    meta_path = path.with_suffix(".json")
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    return model, meta

@@ -1,0 +1,104 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cellnb import loss, patches
+from cellnb.io import InputError
+
+
+def _logit(y):
+    return np.log(y) - np.log1p(-y)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_eq1_matches_slow_reference(seed):
+    """Vectorised Eq. 1 (scatter/gather) equals direct summation over pixel pairs."""
+    rng = np.random.default_rng(seed)
+    k, n, canvas = 8, 6, (20, 22)
+    corners = np.stack([rng.integers(0, canvas[0] - k + 1, n),
+                        rng.integers(0, canvas[1] - k + 1, n)], 1)
+    corners[1] = corners[0] + [1, 2]          # guarantee heavy overlap
+    y = rng.uniform(0.01, 0.99, (n, k, k))
+    m = rng.random(canvas) > 0.3             # mask with holes: mask term active
+    outside = np.stack([(~m)[r:r + k, c:c + k] for r, c in corners]).astype(np.float32)
+    idx = loss.canvas_indices(corners, k, canvas)
+    for lam, beta in [(1.0, 15.0), (0.5, 3.0), (0.0, 0.0)]:
+        got, terms = loss.eq1_loss(tf.constant(_logit(y), tf.float32), tf.constant(outside),
+                                   tf.constant(idx), canvas[0] * canvas[1], lam=lam, beta=beta)
+        want = loss.eq1_reference(y, corners, m, lam=lam, beta=beta)
+        assert float(got) == pytest.approx(want, rel=1e-4, abs=1e-3)
+    assert float(terms["overlap"]) > 0 and float(terms["outside"]) > 0
+
+
+def test_padding_patches_contribute_nothing():
+    rng = np.random.default_rng(3)
+    k, canvas = 8, (16, 16)
+    corners = np.array([[0, 0], [4, 4]])
+    y = rng.uniform(0.1, 0.9, (2, k, k))
+    out = np.zeros((2, k, k), np.float32)
+    idx = loss.canvas_indices(corners, k, canvas)
+    base, _ = loss.eq1_loss(tf.constant(_logit(y), tf.float32), out, idx, 256)
+    # add a padding patch with a large output at the same place: weight 0
+    y3 = np.concatenate([y, np.full((1, k, k), 0.99)])
+    idx3 = np.concatenate([idx, idx[:1]])
+    w = tf.constant([1.0, 1.0, 0.0])
+    padded, _ = loss.eq1_loss(tf.constant(_logit(y3), tf.float32), np.zeros((3, k, k), np.float32),
+                              idx3, 256, weight=w)
+    assert float(padded) == pytest.approx(float(base), rel=1e-6)
+
+
+def test_loss_and_gradient_finite_at_extreme_logits():
+    k = 8
+    z = tf.Variable(np.array([np.full((k, k), 1e4), np.full((k, k), -1e4),
+                              np.full((k, k), 80.0)], np.float32))
+    idx = loss.canvas_indices(np.array([[0, 0], [0, 0], [2, 2]]), k, (12, 12))
+    with tf.GradientTape() as tape:
+        val, _ = loss.eq1_loss(z, tf.ones((3, k, k)), idx, 144)
+    g = tape.gradient(val, z)
+    assert np.isfinite(float(val)) and np.all(np.isfinite(g.numpy()))
+
+
+def test_augmentation_inverse_all_eight_and_tf_matches_numpy():
+    rng = np.random.default_rng(0)
+    x = rng.random((8, 6, 6, 2)).astype(np.float32)
+    codes = np.arange(8, dtype=np.int32)
+    aug = patches.augment_np(x, codes)
+    assert len({aug[i].tobytes() for i in range(8)}) == 8       # 8 distinct transforms
+    np.testing.assert_array_equal(patches.invert_np(aug, codes), x)
+    np.testing.assert_array_equal(patches.augment_tf(tf.constant(x), codes).numpy(), aug)
+    y = x[..., 0]
+    np.testing.assert_array_equal(
+        patches.invert_tf(patches.augment_tf(tf.constant(y), codes), codes).numpy(), y)
+    np.testing.assert_array_equal(patches.invert_tf(tf.constant(patches.augment_np(y, codes)),
+                                                    codes).numpy(), y)
+
+
+def test_extract_patches_border_and_disk():
+    img = np.arange(40 * 50, dtype=np.float32).reshape(40, 50)
+    m = np.array([[0, 0], [20, 25], [39, 49]])
+    ps = patches.extract_patches(img, m, size=16, sigma=5)
+    assert ps.x.shape == (3, 16, 16, 2) and len(ps) == 3          # border markers kept
+    np.testing.assert_array_equal(ps.x[1, 8, 8, 0], img[20, 25])  # marker at the centre
+    assert ps.x[1, 8, 8, 1] == pytest.approx(1.0)                  # disk peak at the marker
+    assert ps.x[0, :8, :, 0].sum() == 0                            # zero padding, not mirrored
+    assert ps.outside[0, :8].all() and not ps.outside[1].any()     # padding is outside M
+    with pytest.raises(InputError, match="even"):
+        patches.extract_patches(img, m, size=15)
+
+
+def test_area_batches_cover_every_patch_once():
+    rng = np.random.default_rng(0)
+    m = rng.uniform(0, 999, (300, 2))
+    ps = patches.extract_patches(rng.random((1000, 1000)).astype(np.float32), m, size=16)
+    for r in (None, rng):
+        b = patches.area_batches(ps, 400, r)
+        allidx = np.sort(np.concatenate(b))
+        np.testing.assert_array_equal(allidx, np.arange(300))
+        for g in b:  # each batch fits in one area
+            assert np.ptp(ps.centres[g], axis=0).max() < 400
+
+
+def test_default_patch_size_grows_with_cells():
+    grid = np.stack(np.meshgrid(np.arange(10) * 20.0, np.arange(10) * 20.0), -1).reshape(-1, 2)
+    assert patches.default_patch_size(grid) == 64
+    assert patches.default_patch_size(grid * 3) == 96   # spacing 60 -> 1.6 * 60 = 96
