@@ -5,6 +5,8 @@ Commands
 run-notebooks   run the numbered notebook series with papermill
 make-demo-data  regenerate the bundled synthetic demo fields
 markers         write marker positions (CSV) from a nucleus image
+segment         the whole pipeline on one field -> label TIFF
+evaluate        compare a label image with ground truth
 """
 from __future__ import annotations
 
@@ -41,6 +43,69 @@ def _cmd_markers(a) -> int:
     return 0
 
 
+def _cmd_segment(a) -> int:
+    from .io import read_image, read_markers, write_labels, write_table
+    from .integrate import cell_table
+    from .pipeline import modality_of, segment
+    from .train import TrainConfig, load_model, save_model
+    t0 = time.perf_counter()
+    if a.nucleus is None and a.markers is None:
+        raise InputError("segment needs --nucleus NUC.tif or --markers markers.csv to place "
+                         "one marker per cell.")
+    images = [read_image(p) for p in a.image]
+    for p, im in zip(a.image, images):
+        if im.ndim != 2:
+            raise InputError(f"{p}: has {im.shape[-1]} channels; pass each channel as its own "
+                             "--image file.")
+    mods = a.modality or [modality_of(p) for p in a.image]
+    if len(mods) != len(images):
+        raise InputError(f"{len(images)} --image but {len(mods)} --modality values; give one "
+                         "per image or none.")
+    nucleus = read_image(a.nucleus) if a.nucleus else None
+    markers = read_markers(a.markers) if a.markers else None
+    mask = read_image(a.mask) > 0 if a.mask else None
+    model = load_model(a.model)[0] if a.model else None
+    cfg = TrainConfig(max_steps=a.steps, seed=a.seed)
+    res = segment(images, mods, nucleus=nucleus, markers=markers, mask=mask,
+                  use_nucleus=a.use_nucleus, config=cfg, model=model, progress=not a.quiet)
+    inputs = [*a.image, a.nucleus, a.markers, a.mask]
+    write_labels(a.out, res.labels, protect=[p for p in inputs if p])
+    if a.table:
+        write_table(a.table, cell_table(res.labels, res.markers,
+                                        dict(zip([f"image{i + 1}" for i in range(len(images))],
+                                                 images))))
+    if a.save_model and res.training is not None:
+        save_model(res.training, a.save_model)
+    print(f"{res.n_cells} cells, {len(res.markers)} markers, "
+          f"{time.perf_counter() - t0:.1f} s -> {a.out}")
+    return 0
+
+
+def _cmd_evaluate(a) -> int:
+    import json
+    from .io import read_image
+    from .metrics import match, matched_iou
+    pred, truth = read_image(a.pred), read_image(a.truth)
+    m = matched_iou(truth, pred)
+    rows = match(truth, pred)
+    out = {"mIOU": m["mean"], "mIOU_sd": m["std"], "n_truth": m["n_truth"],
+           "missed": m["missed"], "n_pred": int(rows[0]["tp"] + rows[0]["fp"]),
+           "AP50": rows[0]["ap"], "F1@0.5": rows[0]["f1"],
+           "mAP": float(sum(r["ap"] for r in rows) / len(rows)),
+           "by_threshold": rows}
+    if a.json:
+        print(json.dumps(out, indent=1))
+    else:
+        print(f"mIOU {m['mean']:.3f} +- {m['std']:.3f} over {m['n_truth']} true cells "
+              f"({m['missed']} missed, best IoU < 0.5)")
+        print(f"AP@0.5 {out['AP50']:.3f}  F1@0.5 {out['F1@0.5']:.3f}  mAP(0.5:0.9) {out['mAP']:.3f}")
+        print("thresh  tp  fp  fn  precision recall  f1    ap")
+        for r in rows:
+            print(f"{r['thresh']:.2f} {r['tp']:5d} {r['fp']:3d} {r['fn']:3d}  {r['precision']:.3f}"
+                  f"     {r['recall']:.3f}  {r['f1']:.3f} {r['ap']:.3f}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="cellnb", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -63,6 +128,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--sigma", type=float, default=1.0)
     p.set_defaults(func=_cmd_markers)
+
+    p = sub.add_parser("segment", help="whole pipeline on one field -> label TIFF")
+    p.add_argument("--image", action="append", required=True,
+                   help="cell image (2-D); repeat for more channels")
+    p.add_argument("--modality", action="append", choices=["fluorescence", "brightfield"],
+                   help="per --image (default: from the file name)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--nucleus", help="nucleus image (markers from it)")
+    g.add_argument("--markers", help="marker CSV (row,col)")
+    p.add_argument("--use-nucleus", action="store_true",
+                   help="also train on the nucleus image (needs --nucleus)")
+    p.add_argument("--mask", help="foreground mask TIFF (default: graph cut)")
+    p.add_argument("--model", help="apply this trained .keras model instead of training")
+    p.add_argument("--save-model", help="save the trained model here (.keras)")
+    p.add_argument("--out", required=True, help="label TIFF to write")
+    p.add_argument("--table", help="per-cell CSV (area, centroid, mean intensities)")
+    p.add_argument("--steps", type=int, default=1500, help="training step budget")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_segment)
+
+    p = sub.add_parser("evaluate", help="metrics of a label image against ground truth")
+    p.add_argument("--pred", required=True)
+    p.add_argument("--truth", required=True)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_evaluate)
     return ap
 
 

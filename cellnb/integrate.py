@@ -144,9 +144,10 @@ def cell_table(labels, markers, images: dict | None = None) -> list[dict]:
     m = np.asarray(markers, float).reshape(-1, 2)
     ids = np.arange(1, len(m) + 1)
     area = ndi.sum(np.ones_like(lab), lab, ids) if len(ids) else []
-    cents = ndi.center_of_mass(np.ones_like(lab), lab, ids) if len(ids) else []
-    means = {name: ndi.mean(np.asarray(img, float), lab, ids)
-             for name, img in (images or {}).items()}
+    with np.errstate(invalid="ignore", divide="ignore"):  # cells of area 0: no centroid/mean
+        cents = ndi.center_of_mass(np.ones_like(lab), lab, ids) if len(ids) else []
+        means = {name: ndi.mean(np.asarray(img, float), lab, ids)
+                 for name, img in (images or {}).items()}
     rows = []
     for i, k in enumerate(ids):
         a = int(area[i])

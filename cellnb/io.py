@@ -450,7 +450,7 @@ class RunFolder:
 
         markers/<field>.csv        step 1
         nuclei_model/              step 2
-        masks/<field>.tif          step 3
+        masks/<field>__<chans>.tif step 3
         models/<name>.keras        step 4
         labels/<field>__<cfg>.tif  step 5
         tables/*.csv, *.md         every step
@@ -473,8 +473,9 @@ class RunFolder:
     def markers(self, field: str) -> Path:
         return self._p("markers", f"{field}.csv")
 
-    def mask(self, field: str) -> Path:
-        return self._p("masks", f"{field}.tif")
+    def mask(self, field: str, channels: str = "") -> Path:
+        """Mask of `field`; `channels` names the cell channels it was made from."""
+        return self._p("masks", f"{field}__{channels}.tif" if channels else f"{field}.tif")
 
     def model(self, name: str) -> Path:
         return self._p("models", f"{name}.keras")

@@ -148,3 +148,119 @@ def smoothness_slider(image, modality: str = "fluorescence", markers=None, truth
 
     return widgets.interactive(draw, smoothness=widgets.FloatSlider(
         value=value, min=0.0, max=20.0, step=0.5, continuous_update=False))
+
+
+def loss_curve(histories: dict, ax=None):
+    """Loss per step (light) and its running mean (bold), one line per run.
+
+    Parameters
+    ----------
+    histories : dict of str -> list of dict
+        Run name -> training history rows (``step``, ``loss``).
+    """
+    import matplotlib.pyplot as plt
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(7, 4))
+    else:
+        fig = ax.figure
+    for i, (name, hist) in enumerate(histories.items()):
+        steps = np.array([h["step"] for h in hist])
+        loss = np.array([h["loss"] for h in hist])
+        col = f"C{i % 10}"
+        ax.plot(steps, loss, color=col, alpha=0.25, lw=0.7)
+        k = max(1, len(loss) // 30)
+        sm = np.convolve(loss, np.ones(k) / k, mode="valid")
+        ax.plot(steps[k - 1:], sm, color=col, lw=2, label=name)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (Eq. 1, per patch)")
+    ax.legend(fontsize=8)
+    ax.set_title("unsupervised training")
+    return fig
+
+
+def patch_outputs(patches, probs: dict, truth=None, n: int = 8, seed: int = 0):
+    """Like the paper's Fig. 3: input patches (top), network outputs below.
+
+    Parameters
+    ----------
+    patches : PatchSet
+    probs : dict of str -> ndarray (N, k, k)
+        Model name -> patch probabilities (one row each).
+    truth : ndarray of int (H, W), optional
+        Ground-truth cells; the true cell of each patch is outlined in yellow.
+    n : int
+        Number of patches (random, seeded).
+    """
+    import matplotlib.pyplot as plt
+    rng = np.random.default_rng(seed)
+    idx = np.sort(rng.choice(len(patches), min(n, len(patches)), replace=False))
+    rows = 1 + len(probs)
+    fig, axes = plt.subplots(rows, len(idx), figsize=(1.6 * len(idx), 1.7 * rows), squeeze=False)
+    k, pad = patches.size, patches.pad
+    tpad = None
+    if truth is not None:
+        tpad = np.pad(np.asarray(truth), pad)
+    for j, i in enumerate(idx):
+        r, c = patches.corners[i]
+        true_cell = None
+        if tpad is not None:
+            crop = tpad[r:r + k, c:c + k]
+            lab = crop[pad, pad]
+            true_cell = crop == lab if lab else None
+        axes[0, j].imshow(patches.x[i, ..., 0], cmap="gray")
+        for row, (name, pr) in enumerate(probs.items(), start=1):
+            axes[row, j].imshow(pr[i], cmap="viridis", vmin=0, vmax=1)
+            if true_cell is not None:
+                axes[row, j].contour(true_cell, [0.5], colors="yellow", linewidths=0.8)
+            if j == 0:
+                axes[row, j].set_ylabel(name, fontsize=7)
+        for row in range(rows):
+            axes[row, j].set_xticks([])
+            axes[row, j].set_yticks([])
+    axes[0, 0].set_ylabel("input", fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def label_overlay(image, labels, truth=None, zoom=None, title: str = ""):
+    """Like the paper's Fig. 2: colour label map, and outlines over the image (zoomed).
+
+    Parameters
+    ----------
+    image : ndarray (H, W)
+    labels : ndarray of int (H, W)
+    truth : ndarray of int (H, W), optional
+        Ground-truth outlines drawn in cyan in the zoom.
+    zoom : tuple of slice, optional
+        Region for the outline panel (default: the top-left quarter).
+    """
+    import matplotlib.pyplot as plt
+    from skimage.color import label2rgb
+    from skimage.segmentation import find_boundaries
+    lab = np.asarray(labels)
+    h, w = lab.shape
+    zoom = zoom or np.s_[0:h // 2, 0:w // 2]
+    gray = _gray(image)
+    fig, axes = plt.subplots(1, 3, figsize=(16, 5.5))
+    axes[0].imshow(gray, cmap="gray")
+    axes[0].set_title("input")
+    axes[1].imshow(label2rgb(lab, bg_label=0, bg_color=(0, 0, 0)))
+    axes[1].set_title(f"{len(np.unique(lab[lab > 0]))} cells")
+    r0, r1 = zoom[0].start or 0, zoom[0].stop or h
+    c0, c1 = zoom[1].start or 0, zoom[1].stop or w
+    for ax in axes[:2]:
+        ax.add_patch(plt.Rectangle((c0, r0), c1 - c0, r1 - r0, fill=False, ec="white", lw=1))
+    axes[2].imshow(gray[zoom], cmap="gray")
+    b = find_boundaries(lab[zoom], mode="inner")
+    axes[2].imshow(np.ma.masked_where(~b, b), cmap=matplotlib.colors.ListedColormap(["yellow"]),
+                   interpolation="nearest")
+    if truth is not None:
+        tb = find_boundaries(np.asarray(truth)[zoom], mode="inner")
+        axes[2].imshow(np.ma.masked_where(~tb, tb), cmap=matplotlib.colors.ListedColormap(["cyan"]),
+                       interpolation="nearest", alpha=0.6)
+    axes[2].set_title("zoom: outlines (yellow)" + (", truth (cyan)" if truth is not None else ""))
+    for ax in axes:
+        ax.axis("off")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -5,6 +5,10 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 import numpy as np
 import pytest
+import tensorflow as tf
+
+# repeatable training needs this before TensorFlow's first op (see cellnb.train.set_seed)
+tf.config.threading.set_inter_op_parallelism_threads(1)
 
 from cellnb import datasets
 

@@ -33,3 +33,65 @@ def test_mask_iou():
     assert metrics.mask_iou(a, a) == 1.0
     with pytest.raises(InputError, match="shapes differ"):
         metrics.mask_iou(a, b[:5])
+
+
+def _two_cells():
+    t = np.zeros((20, 20), int)
+    t[0:10, 0:10] = 1     # 100 px
+    t[10:20, 10:20] = 2   # 100 px
+    return t
+
+
+def test_iou_matrix_and_matched_iou_known_answer():
+    t = _two_cells()
+    p = np.zeros_like(t)
+    p[0:10, 0:5] = 7      # half of cell 1: IoU 0.5
+    p[10:20, 10:20] = 3   # exactly cell 2
+    p[0:3, 15:20] = 9     # a false positive
+    iou, tid, pid = metrics.iou_matrix(t, p)
+    assert list(tid) == [1, 2] and list(pid) == [3, 7, 9]
+    np.testing.assert_allclose(iou, [[0, 0.5, 0], [1, 0, 0]])
+    m = metrics.matched_iou(t, p)
+    assert m["mean"] == pytest.approx(0.75) and m["std"] == pytest.approx(0.25)
+    assert m["missed"] == 0 and m["n_truth"] == 2
+    empty = metrics.matched_iou(t, np.zeros_like(t))
+    assert empty["mean"] == 0 and empty["missed"] == 2
+
+
+def test_match_thresholds_and_ap():
+    t = _two_cells()
+    p = np.zeros_like(t)
+    p[0:10, 0:6] = 1      # IoU 0.6 with cell 1
+    p[10:20, 10:20] = 2   # IoU 1.0
+    p[0:3, 15:20] = 3     # FP
+    rows = {r["thresh"]: r for r in metrics.match(t, p, [0.5, 0.7])}
+    assert (rows[0.5]["tp"], rows[0.5]["fp"], rows[0.5]["fn"]) == (2, 1, 0)
+    assert (rows[0.7]["tp"], rows[0.7]["fp"], rows[0.7]["fn"]) == (1, 2, 1)
+    assert rows[0.5]["ap"] == pytest.approx(2 / 3) and rows[0.7]["ap"] == pytest.approx(1 / 4)
+    assert rows[0.5]["f1"] == pytest.approx(2 * 2 / 5)
+    assert metrics.average_precision(t, p, [0.5, 0.7]) == pytest.approx((2 / 3 + 1 / 4) / 2)
+    with pytest.raises(InputError, match="thresholds"):
+        metrics.match(t, p, [0.3])
+
+
+def test_one_to_one_matching():
+    """A merged prediction matches only one of two true cells."""
+    t = np.zeros((10, 20), int)
+    t[:, :10], t[:, 10:] = 1, 2
+    p = np.ones_like(t)          # one big cell: IoU 0.5 with each
+    r = metrics.match(t, p, [0.5])[0]
+    assert (r["tp"], r["fp"], r["fn"]) == (1, 0, 1)
+
+
+def test_agreement_is_symmetric():
+    t = _two_cells()
+    p = np.zeros_like(t)
+    p[0:10, 0:10] = 1
+    a, b = metrics.agreement(t, p), metrics.agreement(p, t)
+    assert a["mean"] == pytest.approx(b["mean"])
+    assert a["a_to_b"] == pytest.approx(0.5) and a["b_to_a"] == pytest.approx(1.0)
+
+
+def test_label_shape_mismatch():
+    with pytest.raises(InputError, match="does not match"):
+        metrics.matched_iou(np.ones((5, 5), int), np.ones((6, 5), int))

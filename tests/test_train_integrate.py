@@ -1,0 +1,141 @@
+import json
+
+import numpy as np
+import pytest
+
+from cellnb import integrate, markers, mask, patches, pipeline, train
+from cellnb.__main__ import main
+from cellnb.io import InputError
+from cellnb.model import build_unet, count_params
+
+
+@pytest.fixture(scope="module")
+def small_patches(small_field):
+    mk = markers.find_markers(small_field.nucleus)
+    m = mask.foreground_mask(small_field.images["fluorescence"], markers=mk)
+    return patches.extract_patches(small_field.stack(["fluorescence"]), mk, m, size=64)
+
+
+def test_unet_shapes_and_errors():
+    m = build_unet(3, width=8, depth=3, patch=64)
+    assert m.output_shape == (None, 64, 64, 1)
+    assert 20_000 < count_params(m) < 200_000
+    with pytest.raises(InputError, match="divisible"):
+        build_unet(3, depth=3, patch=60)
+    with pytest.raises(InputError, match="prior"):
+        build_unet(3, prior=1.0)
+
+
+def test_training_lowers_the_loss_and_is_repeatable(small_patches):
+    cfg = train.TrainConfig(max_steps=30, seed=5, patience=100)
+    a = train.train(small_patches, cfg, progress=False)
+    assert a.steps == 30 and a.stop_reason == "max_steps"
+    assert a.losses[-5:].mean() < a.losses[:5].mean() - 50
+    b = train.train(small_patches, train.TrainConfig(max_steps=6, seed=5, patience=100),
+                    progress=False)
+    np.testing.assert_allclose(b.losses, a.losses[:6], rtol=1e-5)
+
+
+def test_plateau_stops_early(small_patches):
+    cfg = train.TrainConfig(max_steps=400, window=5, patience=2, min_delta=10.0)
+    res = train.train(small_patches, cfg, progress=False)
+    assert res.stop_reason == "plateau" and res.steps == 15
+
+
+def test_save_load_resume(tmp_path, small_patches):
+    res = train.train(small_patches, train.TrainConfig(max_steps=4), progress=False,
+                      channels=["fluorescence"])
+    p = train.save_model(res, tmp_path / "m.keras")
+    meta = json.loads((tmp_path / "m.json").read_text())
+    assert meta["steps"] == 4 and meta["channels"] == ["fluorescence"]
+    assert meta["config"]["beta"] == 15.0 and len(meta["history"]) == 4
+    model, meta2 = train.load_model(p)
+    before = [w.copy() for w in model.get_weights()]
+    np.testing.assert_allclose(integrate.predict_patches(model, small_patches),
+                               integrate.predict_patches(res.model, small_patches), atol=1e-5)
+    more = train.train(small_patches, train.TrainConfig(max_steps=3), model=model, progress=False)
+    assert more.steps == 3
+    assert any(not np.allclose(a, b) for a, b in zip(before, model.get_weights()))
+    with pytest.raises(InputError, match="input channels"):
+        train.train(patches.extract_patches(np.random.rand(64, 64, 2), [[30, 30], [10, 10]],
+                                            size=64), model=model, progress=False)
+    with pytest.raises(InputError, match="not found"):
+        train.load_model(tmp_path / "nope.keras")
+    (tmp_path / "bad.keras").write_bytes(b"not a zip")
+    with pytest.raises(InputError, match="cannot be loaded"):
+        train.load_model(tmp_path / "bad.keras")
+
+
+def test_bad_train_config(small_patches):
+    for kw in (dict(learning_rate=0), dict(max_steps=0), dict(beta=float("nan"))):
+        with pytest.raises(InputError):
+            train.train(small_patches, train.TrainConfig(**kw), progress=False)
+
+
+def test_integrate_known_probabilities():
+    """Two overlapping patches: each pixel to the higher one, < 0.5 is background."""
+    img = np.random.default_rng(0).random((40, 40)).astype(np.float32)
+    ps = patches.extract_patches(img, [[20, 15], [20, 25]], size=16)
+    probs = np.zeros((2, 16, 16), np.float32)
+    probs[0, 4:12, 4:12] = 0.9     # rows 16-23, cols 11-18
+    probs[1, 4:12, 4:12] = 0.7     # rows 16-23, cols 21-28
+    probs[1, 4:12, 0:4] = 0.95     # cols 17-20: beats patch 0 on cols 17-18
+    probs[0, 0:2, 0:2] = 0.4       # below 0.5: background
+    lab = integrate.integrate(probs, ps)
+    assert lab[20, 12] == 1 and lab[20, 16] == 1
+    assert lab[20, 17] == 2 and lab[20, 18] == 2 and lab[20, 26] == 2
+    assert lab[12, 7] == 0 and lab[10, 10] == 0
+    assert lab.shape == (40, 40) and lab.dtype == np.int32
+    # ties go to the first patch
+    tie = np.full((2, 16, 16), 0.8, np.float32)
+    assert integrate.integrate(tie, ps, cleanup=False)[20, 20] == 1
+    with pytest.raises(InputError, match="threshold"):
+        integrate.integrate(probs, ps, threshold=1.5)
+
+
+def test_keep_marker_component_and_table():
+    lab = np.zeros((20, 20), np.int32)
+    lab[2:6, 2:6] = 1
+    lab[15:18, 15:18] = 1      # stray fragment of cell 1
+    lab[8:12, 8:12] = 2
+    out = integrate.keep_marker_component(lab, np.array([[3, 3], [10, 10]]))
+    assert out[16, 16] == 0 and out[3, 3] == 1 and out[10, 10] == 2
+    rows = integrate.cell_table(out, [[3, 3], [10, 10], [0, 19]], {"ch": np.ones((20, 20)) * 2})
+    assert [r["area"] for r in rows] == [16, 16, 0]
+    assert rows[0]["centroid_row"] == 3.5 and rows[1]["mean_ch"] == 2.0
+    assert rows[2]["centroid_row"] == ""
+
+
+@pytest.mark.slow
+def test_segment_command(tmp_path, small_field, capsys):
+    import tifffile
+    for k, v in small_field.images.items():
+        tifffile.imwrite(tmp_path / f"{k}.tif", v)
+    out = tmp_path / "labels.tif"
+    rc = main(["segment", "--image", str(tmp_path / "fluorescence.tif"), "--image",
+               str(tmp_path / "brightfield.tif"), "--nucleus", str(tmp_path / "nucleus.tif"),
+               "--out", str(out), "--steps", "5", "--quiet", "--table", str(tmp_path / "c.csv"),
+               "--save-model", str(tmp_path / "m.keras")])
+    assert rc == 0
+    lab = tifffile.imread(out)
+    assert lab.shape == small_field.shape and lab.dtype == np.uint16 and lab.max() > 10
+    assert "cells" in capsys.readouterr().out
+    assert (tmp_path / "m.keras").exists() and (tmp_path / "c.csv").exists()
+    # apply the saved model to the same field without training
+    assert main(["segment", "--image", str(tmp_path / "fluorescence.tif"), "--image",
+                 str(tmp_path / "brightfield.tif"), "--nucleus", str(tmp_path / "nucleus.tif"),
+                 "--model", str(tmp_path / "m.keras"), "--out", str(tmp_path / "l2.tif"),
+                 "--quiet"]) == 0
+    # mismatched channel shapes, missing markers, refusing to overwrite an input
+    tifffile.imwrite(tmp_path / "small.tif", small_field.images["brightfield"][:50])
+    assert main(["segment", "--image", str(tmp_path / "fluorescence.tif"), "--image",
+                 str(tmp_path / "small.tif"), "--nucleus", str(tmp_path / "nucleus.tif"),
+                 "--out", str(tmp_path / "x.tif")]) == 2
+    assert "different shapes" in capsys.readouterr().err
+    assert main(["segment", "--image", str(tmp_path / "fluorescence.tif"),
+                 "--out", str(tmp_path / "x.tif")]) == 2
+    assert "--nucleus" in capsys.readouterr().err
+    assert main(["segment", "--image", str(tmp_path / "fluorescence.tif"), "--nucleus",
+                 str(tmp_path / "nucleus.tif"), "--out", str(tmp_path / "nucleus.tif"),
+                 "--steps", "2", "--quiet"]) == 2
+    assert "overwrite an input" in capsys.readouterr().err
