@@ -192,62 +192,54 @@ def area_batches(ps: PatchSet, area: int = 640, rng: np.random.Generator | None 
 
 
 # --------------------------------------------------------------------------
-# dihedral augmentation: code t in 0..7, bits = (transpose, flip rows, flip cols)
-# applied in that order; the inverse undoes them in reverse order.
+# dihedral augmentation: code t in 0..7, bits = (transpose, flip rows, flip cols).
+# Each step is its own inverse, so the inverse applies the same steps in reverse.
 # --------------------------------------------------------------------------
-def augment_np(x: np.ndarray, codes: np.ndarray) -> np.ndarray:
-    """Apply per-patch dihedral transforms. x: (N, k, k, ...); codes: (N,) ints 0..7."""
+_STEPS = (1, 2, 4)
+
+
+def _step_np(p: np.ndarray, bit: int) -> np.ndarray:
+    return np.swapaxes(p, 0, 1) if bit == 1 else p[::-1] if bit == 2 else p[:, ::-1]
+
+
+def _dihedral_np(x: np.ndarray, codes, order) -> np.ndarray:
     out = np.array(x, copy=True)
     for i, t in enumerate(codes):
         p = out[i]
-        if t & 1:
-            p = np.swapaxes(p, 0, 1)
-        if t & 2:
-            p = p[::-1]
-        if t & 4:
-            p = p[:, ::-1]
+        for bit in order:
+            if t & bit:
+                p = _step_np(p, bit)
         out[i] = p
     return out
+
+
+def augment_np(x: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """Apply per-patch dihedral transforms. x: (N, k, k, ...); codes: (N,) ints 0..7."""
+    return _dihedral_np(x, codes, _STEPS)
 
 
 def invert_np(y: np.ndarray, codes: np.ndarray) -> np.ndarray:
     """Inverse of :func:`augment_np`."""
-    out = np.array(y, copy=True)
-    for i, t in enumerate(codes):
-        p = out[i]
-        if t & 4:
-            p = p[:, ::-1]
-        if t & 2:
-            p = p[::-1]
-        if t & 1:
-            p = np.swapaxes(p, 0, 1)
-        out[i] = p
-    return out
+    return _dihedral_np(y, codes, _STEPS[::-1])
 
 
-def _sel(flag, a, b):
+def _dihedral_tf(x, codes, order):
     import tensorflow as tf
-    shape = tf.concat([tf.shape(flag), tf.ones(tf.rank(a) - 1, tf.int32)], 0)
-    return tf.where(tf.reshape(flag, shape), a, b)
-
-
-def _perm(rank: int):
-    return [0, 2, 1] + list(range(3, rank))
+    rank = len(x.shape)
+    for bit in order:
+        flag = tf.bitwise.bitwise_and(codes, bit) > 0
+        flag = tf.reshape(flag, tf.concat([tf.shape(flag), tf.ones(rank - 1, tf.int32)], 0))
+        moved = tf.transpose(x, [0, 2, 1] + list(range(3, rank))) if bit == 1 else \
+            tf.reverse(x, [1 if bit == 2 else 2])
+        x = tf.where(flag, moved, x)
+    return x
 
 
 def augment_tf(x, codes):
     """TensorFlow :func:`augment_np` for a batch x (N, k, k, ...) and codes (N,) int32."""
-    import tensorflow as tf
-    r = len(x.shape)
-    x = _sel(tf.bitwise.bitwise_and(codes, 1) > 0, tf.transpose(x, _perm(r)), x)
-    x = _sel(tf.bitwise.bitwise_and(codes, 2) > 0, tf.reverse(x, [1]), x)
-    return _sel(tf.bitwise.bitwise_and(codes, 4) > 0, tf.reverse(x, [2]), x)
+    return _dihedral_tf(x, codes, _STEPS)
 
 
 def invert_tf(y, codes):
     """TensorFlow :func:`invert_np`."""
-    import tensorflow as tf
-    r = len(y.shape)
-    y = _sel(tf.bitwise.bitwise_and(codes, 4) > 0, tf.reverse(y, [2]), y)
-    y = _sel(tf.bitwise.bitwise_and(codes, 2) > 0, tf.reverse(y, [1]), y)
-    return _sel(tf.bitwise.bitwise_and(codes, 1) > 0, tf.transpose(y, _perm(r)), y)
+    return _dihedral_tf(y, codes, _STEPS[::-1])
