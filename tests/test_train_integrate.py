@@ -139,3 +139,4 @@ def test_segment_command(tmp_path, small_field, capsys):
                  str(tmp_path / "nucleus.tif"), "--out", str(tmp_path / "nucleus.tif"),
                  "--steps", "2", "--quiet"]) == 2
     assert "overwrite an input" in capsys.readouterr().err
+
