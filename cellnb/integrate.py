@@ -7,7 +7,8 @@ order: marker k (0-based) is label k + 1, so label ids match the marker CSV.
 
 Light clean-up (on by default, documented and switchable): a cell keeps
 only the connected piece that holds its marker (or its largest piece if
-the marker pixel went to a neighbour); stray fragments become background.
+the marker pixel went to a neighbour); stray fragments become background;
+background pin-holes fully enclosed by one cell are given to that cell.
 """
 from __future__ import annotations
 
@@ -56,7 +57,10 @@ def predict_patches(model, patches: PatchSet, batch_size: int = 128,
 
 
 def keep_marker_component(labels: np.ndarray, centres: np.ndarray) -> np.ndarray:
-    """Keep, for each label, only the connected piece holding its marker.
+    """Keep, for each label, only the connected piece holding its marker, holes filled.
+
+    Background holes entirely enclosed by one cell become part of it; pixels
+    of other cells are never taken.
 
     Parameters
     ----------
@@ -74,13 +78,15 @@ def keep_marker_component(labels: np.ndarray, centres: np.ndarray) -> np.ndarray
             continue
         sub = out[sl] == k
         comp, n = ndi.label(sub)
-        if n <= 1:
-            continue
-        r, c = centres[k - 1] - [sl[0].start, sl[1].start]
-        inside = 0 <= r < sub.shape[0] and 0 <= c < sub.shape[1]
-        keep = comp[r, c] if inside and comp[r, c] else \
-            1 + int(np.argmax(np.bincount(comp.ravel())[1:]))
-        out[sl][sub & (comp != keep)] = 0
+        if n > 1:
+            r, c = centres[k - 1] - [sl[0].start, sl[1].start]
+            inside = 0 <= r < sub.shape[0] and 0 <= c < sub.shape[1]
+            keep = comp[r, c] if inside and comp[r, c] else \
+                1 + int(np.argmax(np.bincount(comp.ravel())[1:]))
+            out[sl][sub & (comp != keep)] = 0
+            sub = comp == keep
+        holes = ndi.binary_fill_holes(sub) & (out[sl] == 0)
+        out[sl][holes] = k
     return out
 
 

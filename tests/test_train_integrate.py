@@ -94,16 +94,20 @@ def test_integrate_known_probabilities():
 
 
 def test_keep_marker_component_and_table():
-    lab = np.zeros((20, 20), np.int32)
+    lab = np.zeros((24, 24), np.int32)
     lab[2:6, 2:6] = 1
-    lab[15:18, 15:18] = 1      # stray fragment of cell 1
-    lab[8:12, 8:12] = 2
-    out = integrate.keep_marker_component(lab, np.array([[3, 3], [10, 10]]))
-    assert out[16, 16] == 0 and out[3, 3] == 1 and out[10, 10] == 2
-    rows = integrate.cell_table(out, [[3, 3], [10, 10], [0, 19]], {"ch": np.ones((20, 20)) * 2})
-    assert [r["area"] for r in rows] == [16, 16, 0]
+    lab[20:23, 20:23] = 1      # stray fragment of cell 1: removed
+    lab[8:16, 8:16] = 2
+    lab[9, 9] = 0              # background pin-hole inside cell 2: filled
+    lab[11:13, 11:13] = 3      # a whole cell enclosed by cell 2: kept
+    out = integrate.keep_marker_component(lab, np.array([[3, 3], [14, 14], [11, 11]]))
+    assert out[21, 21] == 0 and out[3, 3] == 1 and out[14, 14] == 2
+    assert out[9, 9] == 2 and (out[11:13, 11:13] == 3).all()
+    rows = integrate.cell_table(out, [[3, 3], [14, 14], [11, 11], [0, 23]],
+                                {"ch": np.ones((24, 24)) * 2})
+    assert [r["area"] for r in rows] == [16, 60, 4, 0]
     assert rows[0]["centroid_row"] == 3.5 and rows[1]["mean_ch"] == 2.0
-    assert rows[2]["centroid_row"] == ""
+    assert rows[3]["centroid_row"] == ""
 
 
 @pytest.mark.slow
