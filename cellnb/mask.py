@@ -181,8 +181,8 @@ def brightfield_probability(image, markers=None, n_estimators: int = 40, n_sampl
     img = _as_plane(image, "bright-field image")
     feats = _bf_features(img)
     tex = _texture(img, 2.0)
-    if markers is not None and len(check_markers(markers, img.shape)) >= 2:
-        m = check_markers(markers, img.shape)
+    m = check_markers(markers, img.shape) if markers is not None else None
+    if m is not None and len(m) >= 2:
         spacing = marker_spacing(m)
         seeds = np.ones(img.shape, bool)
         seeds[tuple(np.round(m).astype(int).T)] = False
