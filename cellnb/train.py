@@ -159,11 +159,11 @@ def _batch_arrays(ps: PatchSet, idx: np.ndarray, canvas: int, multiple: int):
     return x, out, index, w
 
 
-def _make_step(model, optimizer, n_canvas: int, beta: float):
+def _make_step(model, optimizer, n_canvas: int, lam: float, beta: float):
     import tensorflow as tf
 
     @tf.function(reduce_retracing=True)
-    def step(x, outside, index, weight, codes, lam):
+    def step(x, outside, index, weight, codes):
         with tf.GradientTape() as tape:
             logits = model(augment_tf(x, codes), training=True)[..., 0]
             logits = invert_tf(logits, codes)
@@ -222,7 +222,7 @@ def train(patches: PatchSet, config: TrainConfig | None = None, model=None,
         model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate))
     h, w = patches.shape
     canvas = min(cfg.area, max(h, w)) + patches.size
-    step_fn = _make_step(model, model.optimizer, canvas * canvas, cfg.beta)
+    step_fn = _make_step(model, model.optimizer, canvas * canvas, cfg.lam, cfg.beta)
 
     n_batches = len(area_batches(patches, cfg.area))
     window = cfg.window or max(20, n_batches)
@@ -237,7 +237,7 @@ def train(patches: PatchSet, config: TrainConfig | None = None, model=None,
         for idx in area_batches(patches, cfg.area, rng):
             x, out, index, wt = _batch_arrays(patches, idx, canvas, cfg.batch_multiple)
             codes = rng.integers(0, 8, len(x)).astype(np.int32)
-            loss, terms = step_fn(x, out, index, wt, codes, np.float32(cfg.lam))
+            loss, terms = step_fn(x, out, index, wt, codes)
             row = {"step": len(history) + 1, "loss": float(loss),
                    **{k: float(v) for k, v in terms.items()},
                    "patches": int(len(idx)), "seconds": time.perf_counter() - t0}
