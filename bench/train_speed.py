@@ -13,8 +13,6 @@ import resource
 import sys
 import time
 
-import numpy as np
-
 sys.path.insert(0, os.path.dirname(__file__))
 from _field import field_1750  # noqa: E402
 
@@ -44,8 +42,8 @@ def main():
     warm = train.train(ps, train.TrainConfig(max_steps=1), progress=False)
     print(f"first step (compile): {time.perf_counter() - t0:.1f} s")
     rows = []
-    res = train.train(ps, train.TrainConfig(max_steps=a.steps, patience=10**6), model=warm.model,
-                      progress=False, callback=rows.append)
+    train.train(ps, train.TrainConfig(max_steps=a.steps, patience=10**6), model=warm.model,
+                progress=False, callback=rows.append)
     secs = rows[-1]["seconds"] - rows[0]["seconds"]
     n = sum(r["patches"] for r in rows[1:])
     per_step = secs / (len(rows) - 1)

@@ -7,6 +7,8 @@ make-demo-data  regenerate the bundled synthetic demo fields
 markers         write marker positions (CSV) from a nucleus image
 segment         the whole pipeline on one field -> label TIFF
 evaluate        compare a label image with ground truth
+train-nuclei    train a synthetic-nucleus model on fields with a nucleus image
+batch           many fields x parameter sets, resumable, on Dask
 """
 from __future__ import annotations
 
@@ -44,14 +46,24 @@ def _cmd_markers(a) -> int:
 
 
 def _cmd_segment(a) -> int:
-    from .io import read_image, read_markers, write_labels, write_table
+    from .io import read_image, read_labels, read_markers, write_labels, write_table
     from .integrate import cell_table
     from .pipeline import modality_of, segment
     from .train import TrainConfig, load_model, save_model
     t0 = time.perf_counter()
-    if a.nucleus is None and a.markers is None:
-        raise InputError("segment needs --nucleus NUC.tif or --markers markers.csv to place "
-                         "one marker per cell.")
+    synthetic = a.markers_from == "synthetic"
+    if synthetic and not a.nucleus_model:
+        raise InputError("--markers-from synthetic needs --nucleus-model MODEL.keras (trained "
+                         "in notebook 02).")
+    if a.nucleus_model and not synthetic:
+        raise InputError("--nucleus-model is used with --markers-from synthetic.")
+    if synthetic and (a.nucleus or a.markers):
+        raise InputError("--markers-from synthetic makes the markers from the cell image; "
+                         "drop --nucleus / --markers (or use --markers-from nucleus).")
+    if not synthetic and a.nucleus is None and a.markers is None:
+        raise InputError("segment needs --nucleus NUC.tif, --markers markers.csv or "
+                         "--markers-from synthetic --nucleus-model M.keras to place one marker "
+                         "per cell.")
     images = [read_image(p) for p in a.image]
     for p, im in zip(a.image, images):
         if im.ndim != 2:
@@ -63,12 +75,24 @@ def _cmd_segment(a) -> int:
                          "per image or none.")
     nucleus = read_image(a.nucleus) if a.nucleus else None
     markers = read_markers(a.markers) if a.markers else None
-    mask = read_image(a.mask) > 0 if a.mask else None
+    if synthetic:
+        import numpy as np
+        from .synthetic_nuclei import load_nucleus_model, predict_nuclei, synthetic_markers
+        nmodel, nmeta = load_nucleus_model(a.nucleus_model)
+        if nmodel.input_shape[-1] != len(images):
+            raise InputError(f"{a.nucleus_model}: takes {nmodel.input_shape[-1]} channel(s) "
+                             f"({nmeta.get('channels')}), but {len(images)} --image were given; "
+                             "pass the channels it was trained on, in that order.")
+        markers = synthetic_markers(predict_nuclei(nmodel, np.stack(images, -1)),
+                                    nmeta.get("radius"))
+        print(f"[cellnb] {len(markers)} markers from the synthetic nucleus image",
+              file=sys.stderr)
+    mask = read_labels(a.mask) > 0 if a.mask else None
     model = load_model(a.model)[0] if a.model else None
     cfg = TrainConfig(max_steps=a.steps, seed=a.seed)
     res = segment(images, mods, nucleus=nucleus, markers=markers, mask=mask,
                   use_nucleus=a.use_nucleus, config=cfg, model=model, progress=not a.quiet)
-    inputs = [*a.image, a.nucleus, a.markers, a.mask]
+    inputs = [*a.image, a.nucleus, a.markers, a.mask, a.model, a.nucleus_model]
     write_labels(a.out, res.labels, protect=[p for p in inputs if p])
     if a.table:
         write_table(a.table, cell_table(res.labels, res.markers,
@@ -83,27 +107,59 @@ def _cmd_segment(a) -> int:
 
 def _cmd_evaluate(a) -> int:
     import json
-    from .io import read_image
-    from .metrics import match, matched_iou
-    pred, truth = read_image(a.pred), read_image(a.truth)
-    m = matched_iou(truth, pred)
-    rows = match(truth, pred)
-    out = {"mIOU": m["mean"], "mIOU_sd": m["std"], "n_truth": m["n_truth"],
-           "missed": m["missed"], "n_pred": int(rows[0]["tp"] + rows[0]["fp"]),
-           "AP50": rows[0]["ap"], "F1@0.5": rows[0]["f1"],
-           "mAP": float(sum(r["ap"] for r in rows) / len(rows)),
-           "by_threshold": rows}
+    from .io import read_labels
+    from .metrics import summarize
+    pred, truth = read_labels(a.pred), read_labels(a.truth)
+    out = summarize(truth, pred)
     if a.json:
         print(json.dumps(out, indent=1))
     else:
-        print(f"mIOU {m['mean']:.3f} +- {m['std']:.3f} over {m['n_truth']} true cells "
-              f"({m['missed']} missed, best IoU < 0.5)")
+        print(f"mIOU {out['mIOU']:.3f} +- {out['mIOU_sd']:.3f} over {out['n_truth']} true "
+              f"cells ({out['missed']} missed, best IoU < 0.5)")
         print(f"AP@0.5 {out['AP50']:.3f}  F1@0.5 {out['F1@0.5']:.3f}  mAP(0.5:0.9) {out['mAP']:.3f}")
         print("thresh  tp  fp  fn  precision recall  f1    ap")
-        for r in rows:
+        for r in out["by_threshold"]:
             print(f"{r['thresh']:.2f} {r['tp']:5d} {r['fp']:3d} {r['fn']:3d}  {r['precision']:.3f}"
                   f"     {r['recall']:.3f}  {r['f1']:.3f} {r['ap']:.3f}")
     return 0
+
+
+def _cmd_train_nuclei(a) -> int:
+    from .datasets import load_field
+    from .pipeline import config_channels
+    from .synthetic_nuclei import (NucleusConfig, nucleus_target, save_nucleus_model,
+                                   train_nucleus_model)
+    t0 = time.perf_counter()
+    fields = [load_field(p) for p in a.fields]
+    chans = config_channels(a.inputs)
+    for f in fields:
+        missing = [c for c in chans if c not in f.images] + ([] if f.nucleus is not None
+                                                            else ["nucleus"])
+        if missing:
+            raise InputError(f"{f.path}: no {missing} image; training needs the cell channels "
+                             "and a nucleus image in every field.")
+    res = train_nucleus_model([f.stack(chans) for f in fields],
+                              [nucleus_target(f.nucleus) for f in fields],
+                              NucleusConfig(max_steps=a.steps, tile=a.tile, seed=a.seed),
+                              channels=chans, progress=not a.quiet)
+    save_nucleus_model(res, a.out, trained_on=[f.name for f in fields])
+    print(f"{len(res.history)} steps ({res.stop_reason}), cross-entropy "
+          f"{res.losses[-25:].mean():.3f}, {time.perf_counter() - t0:.0f} s -> {a.out}")
+    return 0
+
+
+def _cmd_batch(a) -> int:
+    from .batch import load_grid, run_batch
+    from .runner import load_params
+    grid = load_grid(a.grid) if a.grid else None
+    t0 = time.perf_counter()
+    rows = run_batch(a.fields, a.out, load_params(a.params), grid, mode=a.mode,
+                     workers=a.workers, scheduler=a.scheduler, threads=a.threads, force=a.force,
+                     train_on=a.train_on, only=a.only, seed=a.seed, progress=not a.quiet)
+    failed = [r for r in rows if r["status"] == "failed"]
+    print(f"{len(rows)} runs ({len(failed)} failed) in {time.perf_counter() - t0:.0f} s -> "
+          f"{a.out}/index.md")
+    return 1 if failed else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -137,6 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--nucleus", help="nucleus image (markers from it)")
     g.add_argument("--markers", help="marker CSV (row,col)")
+    p.add_argument("--markers-from", choices=["nucleus", "synthetic"], default="nucleus",
+                   help="synthetic: markers from a synthetic nucleus image (notebook 02)")
+    p.add_argument("--nucleus-model", help="synthetic-nucleus model (.keras) for "
+                   "--markers-from synthetic")
     p.add_argument("--use-nucleus", action="store_true",
                    help="also train on the nucleus image (needs --nucleus)")
     p.add_argument("--mask", help="foreground mask TIFF (default: graph cut)")
@@ -148,6 +208,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_segment)
+
+    p = sub.add_parser("train-nuclei", help="synthetic-nucleus model from (cell, nucleus) "
+                       "image pairs")
+    p.add_argument("--fields", nargs="+", required=True, help="field folders to learn from")
+    p.add_argument("--inputs", default="fluorescence",
+                   help="cell channels, e.g. fluorescence or fluorescence+brightfield")
+    p.add_argument("--out", required=True, help="model file to write (.keras)")
+    p.add_argument("--steps", type=int, default=800)
+    p.add_argument("--tile", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_train_nuclei)
+
+    p = sub.add_parser("batch", help="many fields x parameter sets on Dask, resumable")
+    p.add_argument("--fields", nargs="+", required=True,
+                   help="plate folder(s), field folder(s) or a text file listing them")
+    p.add_argument("--params", help="base parameters (YAML)")
+    p.add_argument("--grid", help="parameter grid (YAML: name: [values], or a list of sets)")
+    p.add_argument("--out", required=True, help="batch folder (index.csv, runs/, failed/)")
+    p.add_argument("--mode", choices=["segment", "notebooks"], default="segment")
+    p.add_argument("--workers", type=int, default=2, help="local Dask worker processes")
+    p.add_argument("--scheduler", help="address of an existing Dask scheduler")
+    p.add_argument("--threads", type=int, help="TensorFlow threads per run (default: "
+                   "cores / workers)")
+    p.add_argument("--train-on", type=int, default=0, metavar="K",
+                   help="segment mode: train one model on K sampled fields, apply it to all")
+    p.add_argument("--only", nargs="+", help="notebooks mode: notebooks to run")
+    p.add_argument("--force", action="store_true", help="redo finished runs")
+    p.add_argument("--seed", type=int, default=0, help="seed for choosing --train-on fields")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_batch)
 
     p = sub.add_parser("evaluate", help="metrics of a label image against ground truth")
     p.add_argument("--pred", required=True)

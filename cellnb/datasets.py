@@ -35,8 +35,8 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
-from .io import InputError, check_image, check_labels, normalize, read_image, write_image, \
-    write_labels
+from .io import InputError, normalize, read_image, read_labels, \
+    write_image, write_labels
 
 __all__ = ["Field", "make_field", "save_field", "load_field", "load_fields", "demo_dir",
            "load_demo", "write_demo_data", "DEMO_FIELDS", "CELL_CHANNELS"]
@@ -442,9 +442,9 @@ def load_field(folder: str | Path) -> Field:
     for p in files:
         stem = p.stem.lower()
         if stem == GT_CELLS:
-            cells = check_labels(read_image(p), name=str(p))
+            cells = read_labels(p)
         elif stem == GT_NUCLEI:
-            nuclei = check_labels(read_image(p), name=str(p))
+            nuclei = read_labels(p)
         else:
             img = read_image(p)
             if img.ndim != 2:

@@ -27,6 +27,7 @@ __all__ = [
     "check_labels",
     "check_markers",
     "read_image",
+    "read_labels",
     "normalize",
     "write_labels",
     "write_image",
@@ -192,27 +193,8 @@ def check_markers(markers, shape: Sequence[int] | None = None, name: str = "mark
 # --------------------------------------------------------------------------
 # reading
 # --------------------------------------------------------------------------
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read a TIFF or PNG image as (H, W) or channels-last (H, W, C).
-
-    Parameters
-    ----------
-    path : str or path-like
-        ``.tif``/``.tiff`` (via tifffile) or ``.png`` (via scikit-image).
-
-    Returns
-    -------
-    image : ndarray, shape (H, W) or (H, W, C)
-        Native dtype (uint8, uint16, float32, ...). Singleton axes are
-        squeezed; a 3-D TIFF stored channels-first (C, H, W) with C <= 16 is
-        moved to channels-last.
-
-    Raises
-    ------
-    InputError
-        Missing or unreadable file, unsupported suffix, or more than one
-        non-channel axis (e.g. a z-stack or time series).
-    """
+def _read_raw(path: str | os.PathLike) -> np.ndarray:
+    """Read a TIFF/PNG file into (H, W) or (H, W, C) without checking its values."""
     p = Path(path)
     if not p.exists():
         raise InputError(f"{p}: file not found; check the path.")
@@ -245,7 +227,47 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     if img.ndim not in (2, 3):
         raise InputError(f"{p}: image has shape {img.shape}; cellnb reads single 2-D "
                          "fields, optionally with channels. Save one plane per file.")
-    return check_image(img, name=str(p))
+    return img
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read a TIFF or PNG image as (H, W) or channels-last (H, W, C), validated.
+
+    Parameters
+    ----------
+    path : str or path-like
+        ``.tif``/``.tiff`` (via tifffile) or ``.png`` (via scikit-image).
+
+    Returns
+    -------
+    image : ndarray, shape (H, W) or (H, W, C)
+        Native dtype (uint8, uint16, float32, ...). Singleton axes are
+        squeezed; a 3-D TIFF stored channels-first (C, H, W) with C <= 16 is
+        moved to channels-last.
+
+    Raises
+    ------
+    InputError
+        Missing or unreadable file, unsupported suffix, more than one
+        non-channel axis (e.g. a z-stack), or an image that fails
+        :func:`check_image` (constant, NaN, wrong dtype...).
+    """
+    return check_image(_read_raw(path), name=str(path))
+
+
+def read_labels(path: str | os.PathLike) -> np.ndarray:
+    """Read a label image or mask (0 = background); an empty one is allowed.
+
+    Returns
+    -------
+    labels : ndarray of int, shape (H, W)
+
+    Raises
+    ------
+    InputError
+        As :func:`read_image`, or when the file is not an integer 2-D image.
+    """
+    return check_labels(_read_raw(path), name=str(path))
 
 
 def normalize(image, pmin: float = 1.0, pmax: float = 99.8, clip: bool = False,
@@ -306,6 +328,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        # mkstemp makes the file private (0600); give it the usual permissions
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_path, 0o666 & ~umask)
         os.replace(tmp_path, dest)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
@@ -449,7 +475,7 @@ class RunFolder:
     One folder per run (``runs/demo`` for ``make demo``)::
 
         markers/<field>.csv        step 1
-        nuclei_model/              step 2
+        markers/<field>__synthetic.csv, models/nuclei.keras   step 2
         masks/<field>__<chans>.tif step 3
         models/<name>.keras        step 4
         labels/<field>__<cfg>.tif  step 5
@@ -470,8 +496,10 @@ class RunFolder:
         p.parent.mkdir(parents=True, exist_ok=True)
         return p
 
-    def markers(self, field: str) -> Path:
-        return self._p("markers", f"{field}.csv")
+    def markers(self, field: str, source: str = "nucleus") -> Path:
+        """Markers of `field` from the nucleus image (01) or a synthetic one (02)."""
+        return self._p("markers", f"{field}.csv" if source == "nucleus"
+                       else f"{field}__{source}.csv")
 
     def mask(self, field: str, channels: str = "") -> Path:
         """Mask of `field`; `channels` names the cell channels it was made from."""

@@ -9,7 +9,7 @@ import numpy as np
 
 from .io import InputError, check_labels, check_markers
 
-__all__ = ["marker_scores", "mask_iou", "iou_matrix", "matched_iou", "match",
+__all__ = ["marker_scores", "mask_iou", "iou_matrix", "matched_iou", "match", "summarize",
            "average_precision", "agreement", "THRESHOLDS"]
 
 #: IoU thresholds for instance matching (Cellpose / StarDist convention)
@@ -209,3 +209,26 @@ def agreement(a, b) -> dict:
     ab = matched_iou(a, b)["mean"]
     ba = matched_iou(b, a)["mean"]
     return dict(mean=(ab + ba) / 2, a_to_b=ab, b_to_a=ba)
+
+
+def summarize(truth, pred) -> dict:
+    """The headline figures of one segmentation against ground truth (one Table-I row).
+
+    Parameters
+    ----------
+    truth, pred : ndarray of int, shape (H, W)
+
+    Returns
+    -------
+    dict
+        ``mIOU``, ``mIOU_sd``, ``missed`` (true cells with best IoU < 0.5),
+        ``n_truth``, ``n_pred``, ``AP50``, ``F1@0.5`` and ``mAP`` (mean of
+        ``tp / (tp + fp + fn)`` over IoU thresholds 0.5-0.9), plus
+        ``by_threshold`` (the rows of :func:`match`).
+    """
+    m = matched_iou(truth, pred)
+    rows = match(truth, pred)
+    return {"mIOU": m["mean"], "mIOU_sd": m["std"], "missed": m["missed"],
+            "n_truth": m["n_truth"], "n_pred": int(rows[0]["tp"] + rows[0]["fp"]),
+            "AP50": rows[0]["ap"], "F1@0.5": rows[0]["f1"],
+            "mAP": float(np.mean([r["ap"] for r in rows])), "by_threshold": rows}

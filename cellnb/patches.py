@@ -21,7 +21,7 @@ import numpy as np
 from .io import InputError, check_image, check_markers
 
 __all__ = ["default_patch_size", "gaussian_disk", "PatchSet", "extract_patches",
-           "area_batches", "augment_np", "invert_np", "augment_tf", "invert_tf"]
+           "concat", "area_batches", "augment_np", "invert_np", "augment_tf", "invert_tf"]
 
 
 def default_patch_size(markers, base: int = 64, step: int = 16) -> int:
@@ -145,6 +145,44 @@ def extract_patches(image, markers, mask=None, size: int = 64, sigma: float = 15
     x[..., c] = disk
     return PatchSet(x=x, outside=out, corners=corners, centres=centres, size=size, pad=pad,
                     shape=(h, w))
+
+
+def concat(sets) -> PatchSet:
+    """Patches of several fields as one set, the fields laid side by side.
+
+    Used to train one model on several fields (``cellnb batch --train-on``).
+    Each field is shifted right past the previous one plus a gap of one
+    patch, so patches of different fields never overlap in the loss and an
+    area batch (:func:`area_batches`) never mixes cells of two fields that
+    could touch.
+
+    Parameters
+    ----------
+    sets : sequence of PatchSet
+        Same patch size and channels.
+
+    Returns
+    -------
+    PatchSet
+        ``shape`` is (max height, total width incl. gaps); ``centres`` and
+        ``corners`` are in that combined frame.
+    """
+    sets = list(sets)
+    if not sets:
+        raise InputError("concat: no patch sets.")
+    size, ch = sets[0].size, sets[0].x.shape[-1]
+    for s in sets:
+        if s.size != size or s.x.shape[-1] != ch:
+            raise InputError("concat: patch sets differ in patch size or channels "
+                             f"({s.size}/{s.x.shape[-1]} vs {size}/{ch}).")
+    shifts = np.cumsum([0] + [s.shape[1] + size for s in sets[:-1]])
+    off = [np.array([0, d], np.int64) for d in shifts]
+    return PatchSet(x=np.concatenate([s.x for s in sets]),
+                    outside=np.concatenate([s.outside for s in sets]),
+                    corners=np.concatenate([s.corners + o for s, o in zip(sets, off)]),
+                    centres=np.concatenate([s.centres + o for s, o in zip(sets, off)]),
+                    size=size, pad=sets[0].pad,
+                    shape=(max(s.shape[0] for s in sets), int(shifts[-1] + sets[-1].shape[1])))
 
 
 def area_batches(ps: PatchSet, area: int = 640, rng: np.random.Generator | None = None,

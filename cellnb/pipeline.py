@@ -21,7 +21,8 @@ from . import train as _train
 from .io import InputError, check_image, check_markers, normalize
 
 __all__ = ["SegmentResult", "segment", "segment_field", "modality_of", "config_channels",
-           "cached_markers", "cached_mask", "field_patches", "cached_model"]
+           "cached_markers", "cached_mask", "field_patches", "cached_model", "apply_model",
+           "cached_labels", "baseline_labels", "cached_nucleus_model", "synthetic_field_markers"]
 
 
 @dataclass
@@ -204,12 +205,25 @@ def config_channels(config: str) -> list[str]:
     return chans
 
 
-def cached_markers(field, run):
-    """Markers of notebook 01 from the run folder, or computed (and saved) now."""
+def cached_markers(field, run, source: str = "nucleus"):
+    """Markers from the run folder, or computed from the nucleus image (and saved) now.
+
+    Parameters
+    ----------
+    source : {"nucleus", "synthetic"}
+        ``"nucleus"``: notebook 01's markers (computed now if missing);
+        ``"synthetic"``: notebook 02's markers from a synthetic nucleus image
+        (must exist). One run folder should use one source throughout.
+    """
     from .io import read_markers, write_markers
-    p = run.markers(field.name)
+    if source not in ("nucleus", "synthetic"):
+        raise InputError(f"markers_from must be 'nucleus' or 'synthetic', got {source!r}.")
+    p = run.markers(field.name, source)
     if p.exists():
         return read_markers(p)
+    if source == "synthetic":
+        raise InputError(f"{field.name}: no synthetic-nucleus markers at {p}; run notebook 02 "
+                         "first (or use markers_from: nucleus).")
     if field.nucleus is None:
         raise InputError(f"{field.name}: no nucleus image and no markers in {p.parent}; run "
                          "notebook 02 (synthetic nuclei) or provide markers.")
@@ -220,11 +234,11 @@ def cached_markers(field, run):
 
 def cached_mask(field, run, cell_channels: Sequence[str], markers=None) -> np.ndarray:
     """Mask from the given cell channels (notebook 03), loaded or computed and saved."""
-    from .io import read_image, write_image
+    from .io import read_labels, write_image
     cell = [c for c in cell_channels if c != "nucleus"]
     p = run.mask(field.name, "+".join(cell))
     if p.exists():
-        return read_image(p) > 0
+        return read_labels(p) > 0
     markers = cached_markers(field, run) if markers is None else markers
     m = _mask.foreground_mask(np.stack([field.images[c] for c in cell], -1),
                               [modality_of(c) for c in cell], markers=markers)
@@ -241,7 +255,8 @@ def field_patches(field, channels: Sequence[str], markers, mask, patch_size: int
 
 
 def cached_model(field, config: str, run, train_config: _train.TrainConfig | None = None,
-                 patch_size: int | None = None, progress: bool = True):
+                 patch_size: int | None = None, progress: bool = True,
+                 markers_from: str = "nucleus"):
     """The model for (field, channel config): loaded from the run, or trained and saved.
 
     Returns
@@ -253,8 +268,162 @@ def cached_model(field, config: str, run, train_config: _train.TrainConfig | Non
     if path.exists():
         return _train.load_model(path)
     chans = config_channels(config)
-    mk = cached_markers(field, run)
+    mk = cached_markers(field, run, markers_from)
     ps = field_patches(field, chans, mk, cached_mask(field, run, chans, mk), patch_size)
     res = _train.train(ps, train_config, progress=progress, channels=chans)
     _train.save_model(res, path)
     return _train.load_model(path)
+
+
+def apply_model(model, meta: dict, field, channels: Sequence[str], markers, mask,
+                threshold: float = 0.5) -> np.ndarray:
+    """Label image of `field` from a trained model (patches made as the model expects).
+
+    Parameters
+    ----------
+    model, meta :
+        From :func:`cellnb.train.load_model`; ``meta`` gives the patch size
+        and sigma the model was trained with.
+    channels : sequence of str
+        The model's input channels (e.g. ``["fluorescence", "nucleus"]``).
+    markers : ndarray (N, 2)
+    mask : ndarray of bool (H, W)
+    threshold : float
+        Background where every patch is below it (paper: 0.5).
+
+    Returns
+    -------
+    labels : ndarray of int32, shape (H, W); label k + 1 = marker k
+    """
+    if model.input_shape[-1] != len(channels) + 1:
+        raise InputError(f"the model takes {model.input_shape[-1] - 1} image channel(s) but "
+                         f"{len(channels)} were given ({list(channels)}); apply it to the "
+                         "channels it was trained on.")
+    ps = field_patches(field, channels, markers, mask, meta.get("patch_size"),
+                       meta.get("sigma", 15.0))
+    return _integrate.integrate(_integrate.predict_patches(model, ps), ps, threshold)
+
+
+def cached_labels(field, config: str, run, train_config: _train.TrainConfig | None = None,
+                  threshold: float = 0.5, model_field=None, progress: bool = True,
+                  markers_from: str = "nucleus", overwrite: bool = False) -> np.ndarray:
+    """Label image of (field, config) from the run folder, or made (and saved) now.
+
+    Parameters
+    ----------
+    model_field : Field, optional
+        Apply the model trained on this other field (the paper's unseen-image
+        test); default the field's own model. Saved as
+        ``labels/<field>__<config>__model-<other>.tif``.
+    overwrite : bool
+        Integrate again even if the label image exists (notebook 05 does, so
+        a new `threshold` takes effect).
+
+    Returns
+    -------
+    labels : ndarray of int32, shape (H, W)
+    """
+    from .io import read_labels, write_labels
+    src = model_field if model_field is not None else field
+    tag = config if src is field else f"{config}__model-{src.name}"
+    p = run.labels(field.name, tag)
+    if p.exists() and not overwrite:
+        return read_labels(p).astype(np.int32)
+    chans = config_channels(config)
+    model, meta = cached_model(src, config, run, train_config, progress=progress,
+                               markers_from=markers_from)
+    mk = cached_markers(field, run, markers_from)
+    labels = apply_model(model, meta, field, chans, mk, cached_mask(field, run, chans, mk),
+                         threshold)
+    write_labels(p, labels)
+    return labels
+
+
+def baseline_labels(field, run, cell_channels: Sequence[str], method: str = "propagate",
+                    markers_from: str = "nucleus") -> np.ndarray:
+    """A classical seeded segmentation of `field` within the same mask as the CNN.
+
+    Parameters
+    ----------
+    cell_channels : sequence of str
+        Image channels for the mask (and, for ``"propagate"``, the gradient).
+    method : {"propagate", "nearest"}
+        :func:`cellnb.baseline.propagate` (CellProfiler-like, seeded by the
+        nuclei of notebook 01's segmentation) or the nearest-marker split.
+    """
+    from . import baseline
+    cell = [c for c in cell_channels if c != "nucleus"]
+    mk = cached_markers(field, run, markers_from)
+    m = cached_mask(field, run, cell, mk)
+    if method == "nearest":
+        return baseline.nearest_marker(m, mk)
+    if method != "propagate":
+        raise InputError(f"baseline method must be 'propagate' or 'nearest', got {method!r}.")
+    nuclei = None
+    if field.nucleus is not None and markers_from == "nucleus":
+        nuclei = _markers.segment_nuclei(field.nucleus)
+    return baseline.propagate(field.stack(cell), m, mk, nuclei=nuclei)
+
+
+def cached_nucleus_model(train_fields, inputs: str, run, config=None, progress: bool = True,
+                         pretrained=None):
+    """Synthetic-nucleus model for an input set (notebook 02), loaded or trained and saved.
+
+    Parameters
+    ----------
+    train_fields : sequence of Field
+        Fields with a nucleus image to learn from (as few as two).
+    inputs : str
+        Cell channels, e.g. ``"fluorescence"`` or ``"fluorescence+brightfield"``.
+    config : NucleusConfig, optional
+    pretrained : path-like, optional
+        A folder holding ``nuclei__<inputs>.keras`` (e.g. ``data/models``):
+        use that model instead of training one.
+
+    Returns
+    -------
+    model, meta : keras.Model, dict
+        Saved as ``models/nuclei__<inputs>.keras``.
+    """
+    from pathlib import Path
+    from . import synthetic_nuclei as sn
+    if pretrained is not None:
+        p = Path(pretrained) / f"nuclei__{inputs}.keras"
+        if not p.exists():
+            raise InputError(f"{p}: no pretrained synthetic-nucleus model for {inputs!r}; "
+                             "train one (pretrained: null) or use `python -m cellnb "
+                             "train-nuclei`.")
+        return sn.load_nucleus_model(p)
+    path = run.model(f"nuclei__{inputs}")
+    if path.exists():
+        return sn.load_nucleus_model(path)
+    chans = config_channels(inputs)
+    missing = [f.name for f in train_fields if f.nucleus is None]
+    if missing or not train_fields:
+        raise InputError(f"training a synthetic-nucleus model needs fields with a nucleus "
+                         f"image; {missing or 'no fields'} have none.")
+    res = sn.train_nucleus_model([f.stack(chans) for f in train_fields],
+                                 [sn.nucleus_target(f.nucleus) for f in train_fields],
+                                 config, channels=chans, progress=progress)
+    sn.save_nucleus_model(res, path, trained_on=[f.name for f in train_fields])
+    return sn.load_nucleus_model(path)
+
+
+def synthetic_field_markers(field, model, meta: dict, run=None, allow_empty: bool = False):
+    """Synthetic nucleus image and markers of `field`; markers saved to the run folder.
+
+    Returns
+    -------
+    prob : ndarray of float32 (H, W)
+    markers : ndarray (N, 2)
+        Also written to ``markers/<field>__synthetic.csv`` when `run` is
+        given, where notebooks 04-06 read them with ``markers_from:
+        synthetic``. Empty only with `allow_empty` (then nothing is written).
+    """
+    from . import synthetic_nuclei as sn
+    from .io import write_markers
+    prob = sn.predict_nuclei(model, field.stack(meta["channels"]))
+    mk = sn.synthetic_markers(prob, meta.get("radius"), allow_empty=allow_empty)
+    if run is not None and len(mk):
+        write_markers(run.markers(field.name, "synthetic"), mk)
+    return prob, mk

@@ -14,7 +14,9 @@ import numpy as np
 
 from .io import atomic_path, normalize
 
-__all__ = ["show_channels", "show_markers", "savefig"]
+__all__ = ["show_channels", "show_markers", "show_mask", "smoothness_slider", "loss_curve",
+           "patch_outputs", "label_overlay", "iou_histogram", "worst_cells", "nucleus_composite",
+           "savefig"]
 
 
 def _gray(image) -> np.ndarray:
@@ -262,5 +264,111 @@ def label_overlay(image, labels, truth=None, zoom=None, title: str = ""):
     for ax in axes:
         ax.axis("off")
     fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def iou_histogram(per_cell: dict, ax=None):
+    """Histogram of per-cell IoU (each true cell vs its best prediction), one line per method.
+
+    Parameters
+    ----------
+    per_cell : dict of str -> ndarray (n_truth,)
+        Method name -> ``matched_iou(...)["per_cell"]``.
+    """
+    import matplotlib.pyplot as plt
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    else:
+        fig = ax.figure
+    bins = np.linspace(0, 1, 26)
+    for name, v in per_cell.items():
+        v = np.asarray(v)
+        ax.hist(v, bins=bins, histtype="step", lw=1.6,
+                label=f"{name} (mean {v.mean():.2f})")
+    ax.axvline(0.5, color="grey", ls=":", lw=1)
+    ax.set_xlabel("IoU of each true cell with its best-matching predicted cell")
+    ax.set_ylabel("cells")
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def worst_cells(image, truth, pred, per_cell, truth_ids, n: int = 6, margin: int = 12):
+    """The `n` true cells with the lowest IoU: image crop, truth outline, prediction.
+
+    Parameters
+    ----------
+    image : ndarray (H, W)
+    truth, pred : ndarray of int (H, W)
+    per_cell, truth_ids : ndarray
+        From :func:`cellnb.metrics.matched_iou` (IoU per true cell, and ids).
+    n : int
+        How many cells to show.
+    margin : int
+        Pixels of context around each cell.
+    """
+    import matplotlib.pyplot as plt
+    from skimage.color import label2rgb
+    from skimage.segmentation import find_boundaries
+    truth, pred = np.asarray(truth), np.asarray(pred)
+    order = np.argsort(per_cell)[:n]
+    gray = _gray(image)
+    fig, axes = plt.subplots(2, len(order), figsize=(2.2 * len(order), 4.6), squeeze=False)
+    h, w = truth.shape
+    for j, k in enumerate(order):
+        rr, cc = np.nonzero(truth == truth_ids[k])
+        sl = np.s_[max(rr.min() - margin, 0):min(rr.max() + margin + 1, h),
+                   max(cc.min() - margin, 0):min(cc.max() + margin + 1, w)]
+        cell = truth[sl] == truth_ids[k]
+        axes[0, j].imshow(gray[sl], cmap="gray")
+        axes[0, j].contour(cell, [0.5], colors="cyan", linewidths=1)
+        axes[0, j].set_title(f"IoU {per_cell[k]:.2f}", fontsize=8)
+        axes[1, j].imshow(label2rgb(pred[sl], bg_label=0, bg_color=(0, 0, 0)))
+        b = find_boundaries(pred[sl], mode="inner")
+        axes[1, j].imshow(np.ma.masked_where(~b, b),
+                          cmap=matplotlib.colors.ListedColormap(["white"]), interpolation="nearest")
+        axes[1, j].contour(cell, [0.5], colors="cyan", linewidths=1)
+        for ax in axes[:, j]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    axes[0, 0].set_ylabel("image + true cell", fontsize=8)
+    axes[1, 0].set_ylabel("prediction", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def nucleus_composite(real, synthetic, crop=None, markers=None, title: str = ""):
+    """Real vs synthetic nucleus image as one colour composite (paper Fig. 4 d/i).
+
+    Green = real nucleus image, magenta = synthetic (predicted) one: where
+    they agree the composite is white/grey, a green-only blob is a nucleus
+    the model missed, a magenta-only blob one it invented.
+
+    Parameters
+    ----------
+    real : ndarray (H, W)
+        Nucleus image (any range; percentile-normalised here).
+    synthetic : ndarray of float (H, W)
+        Predicted nucleus probability, [0, 1].
+    crop : tuple of slice, optional
+    markers : ndarray (N, 2), optional
+        Markers found on the synthetic image, drawn as crosses.
+    """
+    import matplotlib.pyplot as plt
+    crop = crop or np.s_[:, :]
+    g = _gray(real)[crop]
+    m = np.clip(np.asarray(synthetic, float), 0, 1)[crop]
+    rgb = np.stack([m, g, m], -1)
+    fig, ax = plt.subplots(figsize=(6, 6))
+    ax.imshow(rgb)
+    if markers is not None:
+        r0, c0 = crop[0].start or 0, crop[1].start or 0
+        mk = np.asarray(markers) - [r0, c0]
+        hh, ww = g.shape
+        keep = (mk[:, 0] >= 0) & (mk[:, 0] < hh) & (mk[:, 1] >= 0) & (mk[:, 1] < ww)
+        ax.plot(mk[keep, 1], mk[keep, 0], "+", color="yellow", ms=6, mew=1.2)
+    ax.set_title(title or "real nucleus (green) vs synthetic (magenta)")
+    ax.axis("off")
     fig.tight_layout()
     return fig

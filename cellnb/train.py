@@ -48,7 +48,10 @@ class TrainConfig:
     width, depth : int
         UNet size (:func:`cellnb.model.build_unet`).
     learning_rate : float
-        Adam step size.
+        Adam step size. 3e-3 measured slightly better than Keras' usual 1e-3
+        at CPU-sized budgets (300 steps: mIOU 0.608 vs 0.599 on field_01
+        fluorescence; 0.614 vs 0.601 on a 256x256 crop of field_02 with
+        fluorescence + bright-field + nucleus) and was never unstable.
     max_steps : int
         Step budget.
     window, patience, min_delta :
@@ -65,7 +68,7 @@ class TrainConfig:
     area: int = 640
     width: int = 16
     depth: int = 3
-    learning_rate: float = 1e-3
+    learning_rate: float = 3e-3
     max_steps: int = 1500
     window: int = 0
     patience: int = 3

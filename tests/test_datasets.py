@@ -3,7 +3,7 @@ import pytest
 from scipy import ndimage as ndi
 from skimage import measure, segmentation
 
-from cellnb import datasets, markers, metrics
+from cellnb import datasets
 from cellnb.io import InputError
 
 

@@ -133,3 +133,11 @@ def test_write_table_markdown(tmp_path):
     assert p.read_text().splitlines()[0] == "a,b,c"
     md = (tmp_path / "t.md").read_text()
     assert "| 1 | 0.123 |  |" in md
+
+
+def test_atomic_write_gives_normal_permissions(tmp_path):
+    import os
+    p = io.write_table(tmp_path / "t.csv", [{"a": 1}])
+    umask = os.umask(0)
+    os.umask(umask)
+    assert p.stat().st_mode & 0o777 == 0o666 & ~umask   # not mkstemp's private 0600

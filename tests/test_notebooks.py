@@ -38,9 +38,13 @@ def test_notebook_03_mask(tmp_path):
     assert (out / "figures" / "03_mask_field_02_brightfield.png").exists()
 
 
-def test_notebooks_04_05_train_and_integrate(tmp_path):
-    out = _run(tmp_path, ["04", "05"],
-               "fields: [field_03]\nconfigs: [fluorescence+nucleus]\nsteps: 6\n")
+def test_notebooks_04_05_06_train_integrate_evaluate(tmp_path):
+    out = _run(tmp_path, ["04", "05", "06"],
+               "fields: [field_03]\nconfigs: [fluorescence+nucleus]\nsteps: 6\n"
+               "06_evaluate:\n  configs: [fluorescence, fluorescence+nucleus]\n"
+               "  agreement_pair: [fluorescence, fluorescence+nucleus]\n"
+               "  unseen_model_field: field_03\n  unseen_fields: [field_02]\n"
+               "  unseen_config: fluorescence\n  worst_n: 3\n")
     rows = _table(out / "tables" / "04_train.csv")
     assert rows[0]["inputs"] == "fluorescence+nucleus" and int(rows[0]["steps"]) == 6
     assert (out / "models" / "field_03__fluorescence+nucleus.keras").exists()
@@ -53,3 +57,30 @@ def test_notebooks_04_05_train_and_integrate(tmp_path):
     markers = (out / "markers" / "field_03.csv").read_text().splitlines()
     assert len(cells) == len(markers) - 1        # one row per marker, ids in marker order
     assert (out / "figures" / "05_labels_field_03_fluorescence+nucleus.png").exists()
+    # 06: Table I with the CNN rows then the two classical rows, real figures in range
+    t1 = _table(out / "tables" / "06_table1.csv")
+    assert [r["method"] for r in t1][:2] == ["fluorescence", "fluorescence+nucleus"]
+    assert [r["method"].split(":")[0] for r in t1[2:]] == ["classical", "classical"]
+    for r in t1:
+        assert 0 < float(r["mIOU"]) < 1 and int(r["cells"]) > 300
+    agree = _table(out / "tables" / "06_agreement.csv")
+    assert 0 < float(agree[0]["agreement_mIOU"]) <= 1
+    unseen = _table(out / "tables" / "06_unseen.csv")
+    assert [r["field"] for r in unseen] == ["field_02", "field_02"]
+    assert (out / "labels" / "field_02__fluorescence__model-field_03.tif").exists()
+    assert (out / "figures" / "06_iou_histogram_field_03.png").exists()
+    assert (out / "figures" / "06_worst_cells_field_03.png").exists()
+
+
+def test_notebook_02_synthetic_nuclei(tmp_path):
+    out = _run(tmp_path, ["02"],
+               "02_synthetic_nuclei:\n  train_fields: [field_01, field_02]\n"
+               "  test_fields: [field_03]\n  fields: [field_03]\n  inputs: [fluorescence]\n"
+               "  pretrained: ../data/models\n  segment_steps: 2\n")
+    rows = _table(out / "tables" / "02_synthetic_markers.csv")
+    assert [(r["field"], r["inputs"]) for r in rows] == [("field_03", "fluorescence")]
+    assert int(rows[0]["nuclei"]) == 404 and float(rows[0]["F1"]) > 0.7
+    assert (out / "markers" / "field_03__synthetic.csv").exists()
+    assert (out / "figures" / "02_composite_field_03_fluorescence.png").exists()
+    seg = _table(out / "tables" / "02_segmentation.csv")
+    assert [r["markers"] for r in seg] == ["real", "synthetic (fluorescence)"]

@@ -1,0 +1,108 @@
+"""Batch reruns on Dask: fields x parameter sets, resumable, failures isolated."""
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from cellnb import batch, datasets
+from cellnb.__main__ import main
+from cellnb.io import InputError
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def plate(tmp_path_factory):
+    root = tmp_path_factory.mktemp("plate")
+    for i in range(3):
+        datasets.save_field(datasets.make_field((160, 160), seed=20 + i, mean_radius=14,
+                                                name=f"well_{i}"), root / f"well_{i}")
+    bad = root / "well_bad"
+    bad.mkdir()
+    (bad / "fluorescence.tif").write_bytes(b"not a tiff at all")
+    return root
+
+
+def _index(out):
+    with open(out / "index.csv") as fh:
+        return {r["run"]: r for r in csv.DictReader(fh)}
+
+
+def test_batch_runs_resumes_and_isolates_failures(tmp_path, plate):
+    (tmp_path / "base.yaml").write_text("steps: 2\nconfigs: [fluorescence]\nthreshold: 0.1\n")
+    (tmp_path / "grid.yaml").write_text("seed: [0, 1]\n")
+    out = tmp_path / "batch"
+    args = ["batch", "--fields", str(plate), "--params", str(tmp_path / "base.yaml"),
+            "--grid", str(tmp_path / "grid.yaml"), "--out", str(out), "--workers", "2",
+            "--threads", "1", "--quiet"]
+    assert main(args) == 1                       # one field is broken: exit status says so
+    idx = _index(out)
+    assert len(idx) == 8
+    done = {k for k, r in idx.items() if r["status"] == "done"}
+    assert done == {f"well_{i}__set{s:02d}" for i in range(3) for s in (1, 2)}
+    from cellnb.io import read_labels
+    from cellnb.metrics import matched_iou
+    for k in done:
+        # the index's headline figures are those of the run's own label image
+        r = idx[k]
+        lab = read_labels(out / "runs" / k / "labels__fluorescence.tif")
+        truth = datasets.load_field(plate / r["field"]).cells
+        assert lab.shape == (160, 160)
+        assert int(r["cells[fluorescence]"]) == len(np.unique(lab[lab > 0]))
+        assert float(r["mIOU[fluorescence]"]) == pytest.approx(
+            matched_iou(truth, lab)["mean"], abs=1e-4)
+    for s in (1, 2):
+        r = idx[f"well_bad__set{s:02d}"]
+        assert r["status"] == "failed" and "fluorescence.tif" in r["error"]
+        assert (out / "failed" / f"well_bad__set{s:02d}" / "error.txt").exists()
+    assert not (out / ".partial").exists() and (out / "index.md").exists()
+    # each run got its own parameter set
+    seeds = {k: json.loads((out / "runs" / k / "params.json").read_text())["seed"] for k in done}
+    assert seeds == {k: int(k[-1]) - 1 for k in done}
+
+    # an interrupted run leaves only a partial folder, which never counts as finished
+    import shutil
+    shutil.rmtree(out / "runs" / "well_1__set01")
+    (out / ".partial" / "well_1__set01").mkdir(parents=True)
+    (out / ".partial" / "well_1__set01" / "labels__fluorescence.tif").write_bytes(b"half")
+
+    # rerun: finished runs are skipped, the interrupted one is redone, the broken one is
+    # tried again and fails again
+    stamp = (out / "runs" / "well_0__set01" / "result.json").stat().st_mtime_ns
+    assert main(args) == 1
+    idx2 = _index(out)
+    assert {k for k, r in idx2.items() if r["status"] == "done (earlier)"} == \
+        done - {"well_1__set01"}
+    assert idx2["well_1__set01"]["status"] == "done"
+    assert read_labels(out / "runs" / "well_1__set01" / "labels__fluorescence.tif").shape == \
+        (160, 160)
+    assert idx2["well_bad__set01"]["status"] == "failed"
+    assert (out / "runs" / "well_0__set01" / "result.json").stat().st_mtime_ns == stamp
+
+
+def test_shared_model_trained_on_k_fields(tmp_path, plate):
+    fields = [plate / f"well_{i}" for i in range(3)]
+    rows = batch.run_batch(fields, tmp_path / "b", {"steps": 3}, workers=1, threads=1,
+                           train_on=2, progress=False, log=lambda s: None)
+    assert [r["status"] for r in rows] == ["done"] * 3
+    assert {r["model"] for r in rows} == {"base.keras"}
+    assert (tmp_path / "b" / "models" / "base.keras").exists()
+
+
+def test_planning_errors(tmp_path, plate):
+    with pytest.raises(InputError, match="not used by --mode segment"):
+        batch.plan(batch.discover_fields([plate]), [("s", {"stepz": 3})], tmp_path)
+    with pytest.raises(InputError, match="share the name"):
+        batch.discover_fields([plate / "well_0", plate / "well_0"])
+    with pytest.raises(InputError, match="no such folder"):
+        batch.discover_fields([tmp_path / "nope"])
+    with pytest.raises(InputError, match="non-empty list"):
+        batch.parameter_sets({}, {"steps": 3})
+    sets = batch.parameter_sets({"steps": 3, "04_train": {"steps": 5}},
+                                {"seed": [0, 1], "04_train.steps": [7, 8]})
+    assert len(sets) == 4 and sets[3][1]["04_train"]["steps"] == 8 and sets[3][1]["seed"] == 1
+    lst = tmp_path / "fields.txt"
+    lst.write_text(f"# two wells\n{plate / 'well_0'}\nplate_rel/well_1\n")
+    (tmp_path / "plate_rel").symlink_to(plate)
+    assert [p.name for p in batch.discover_fields([lst])] == ["well_0", "well_1"]
