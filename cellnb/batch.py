@@ -272,8 +272,7 @@ def _segment_run(task: Task, folder: Path) -> dict:
         res = pipeline.segment_field(field, pipeline.config_channels(c), config=cfg,
                                      model=model, patch_size=p["patch_size"], progress=False,
                                      log=lambda s: None)
-        lab = res.labels if p["threshold"] == 0.5 else integrate.integrate(
-            res.probs, res.patches, float(p["threshold"]))
+        lab = integrate.integrate(res.probs, res.patches, float(p["threshold"]))
         write_labels(folder / f"labels__{c}.tif", lab)
         write_table(folder / f"cells__{c}.csv",
                     integrate.cell_table(lab, res.markers, field.images))
@@ -351,6 +350,7 @@ def train_shared(fields: Sequence[str], params: dict, path: str, threads: int = 
     """
     from . import markers, patches, pipeline, train
     from .datasets import load_field
+    from .mask import foreground_mask
     _limit_threads(threads)
     p = {**SEGMENT_DEFAULTS, **params}
     configs = [p["configs"]] if isinstance(p["configs"], str) else list(p["configs"])
@@ -364,7 +364,6 @@ def train_shared(fields: Sequence[str], params: dict, path: str, threads: int = 
             raise InputError(f"{f.name}: --mode segment needs a nucleus image for markers.")
         mk = markers.find_markers(f.nucleus)
         cell = [c for c in chans if c != "nucleus"]
-        from .mask import foreground_mask
         m = foreground_mask(f.stack(cell), [pipeline.modality_of(c) for c in cell], markers=mk)
         sets.append(pipeline.field_patches(f, chans, mk, m, p["patch_size"]))
     size = max(s.size for s in sets)

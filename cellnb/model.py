@@ -80,9 +80,7 @@ def build_unet(in_channels: int, width: int = 16, depth: int = 3, patch: int | N
         for k in range(2):
             x = layers.Conv2D(f, 3, padding="same", kernel_initializer="he_normal",
                               name=f"{tag}_conv{k}")(x)
-            if norm == "batch":
-                x = layers.BatchNormalization(name=f"{tag}_norm{k}")(x)
-            elif norm:
+            if norm:
                 x = layers.GroupNormalization(groups=min(8, f // 2), name=f"{tag}_norm{k}")(x)
             x = layers.Activation("relu", name=f"{tag}_relu{k}")(x)
         return x

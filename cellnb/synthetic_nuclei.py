@@ -21,7 +21,6 @@ The recipe here:
 """
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import asdict, dataclass, field as dc_field
@@ -30,7 +29,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .io import InputError, atomic_path, check_image, normalize
+from .io import InputError, check_image, normalize
 from .markers import detect_blobs, estimate_nucleus_radius, segment_nuclei
 
 __all__ = ["NucleusConfig", "NucleusResult", "nucleus_target", "train_nucleus_model",
@@ -356,18 +355,12 @@ def save_nucleus_model(result: NucleusResult, path: str | Path,
     `trained_on` (field names) is recorded so an evaluation can tell seen
     from unseen fields.
     """
-    path = Path(path)
-    if path.suffix != ".keras":
-        raise InputError(f"{path}: models are saved as .keras files.")
-    with atomic_path(path) as tmp:
-        result.model.save(tmp)
+    from .train import save_keras
     meta = {"kind": "synthetic_nuclei", "config": asdict(result.config),
             "channels": result.channels, "radius": result.radius,
             "stop_reason": result.stop_reason, "trained_on": list(trained_on),
             "history": result.history}
-    with atomic_path(path.with_suffix(".json")) as tmp:
-        tmp.write_text(json.dumps(meta, indent=1) + "\n")
-    return path
+    return save_keras(result.model, path, meta)
 
 
 def load_nucleus_model(path: str | Path):

@@ -31,7 +31,7 @@ from .io import InputError, atomic_path
 from .loss import canvas_indices, eq1_loss
 from .patches import PatchSet, area_batches, augment_tf, invert_tf
 
-__all__ = ["TrainConfig", "TrainResult", "train", "save_model", "load_model",
+__all__ = ["TrainConfig", "TrainResult", "train", "save_model", "save_keras", "load_model",
            "set_seed"]
 
 
@@ -277,15 +277,20 @@ def save_model(result: TrainResult, path: str | Path) -> Path:
     Both files are written atomically; the JSON holds the config, patch
     size, sigma, channel names, stop reason and the loss curve.
     """
-    path = Path(path)
-    if path.suffix != ".keras":
-        raise InputError(f"{path}: models are saved as .keras files.")
-    with atomic_path(path) as tmp:
-        result.model.save(tmp)
     meta = {"config": asdict(result.config), "patch_size": result.patch_size,
             "sigma": result.sigma, "channels": result.channels,
             "stop_reason": result.stop_reason, "steps": result.steps,
             "history": result.history}
+    return save_keras(result.model, path, meta)
+
+
+def save_keras(model, path: str | Path, meta: dict) -> Path:
+    """Write `model` to ``path`` (``.keras``) and `meta` beside it (``.json``), atomically."""
+    path = Path(path)
+    if path.suffix != ".keras":
+        raise InputError(f"{path}: models are saved as .keras files.")
+    with atomic_path(path) as tmp:
+        model.save(tmp)
     with atomic_path(path.with_suffix(".json")) as tmp:
         tmp.write_text(json.dumps(meta, indent=1) + "\n")
     return path

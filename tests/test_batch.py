@@ -106,3 +106,15 @@ def test_planning_errors(tmp_path, plate):
     lst.write_text(f"# two wells\n{plate / 'well_0'}\nplate_rel/well_1\n")
     (tmp_path / "plate_rel").symlink_to(plate)
     assert [p.name for p in batch.discover_fields([lst])] == ["well_0", "well_1"]
+
+
+def test_notebooks_mode_runs_the_series_per_field(tmp_path, plate):
+    rows = batch.run_batch([plate / "well_0", plate / "well_1"], tmp_path / "nb",
+                           {"interactive": False}, mode="notebooks", only=["01"], workers=1,
+                           threads=1, progress=False, log=lambda s: None)
+    assert [r["status"] for r in rows] == ["done", "done"], rows
+    for w in ("well_0", "well_1"):
+        run = tmp_path / "nb" / "runs" / f"{w}__base"
+        assert (run / "01_markers.ipynb").exists()
+        # each run saw exactly its own field
+        assert [p.name for p in (run / "markers").iterdir()] == [f"{w}.csv"]

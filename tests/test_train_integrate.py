@@ -150,9 +150,9 @@ def test_segment_command(tmp_path, small_field, capsys):
 def test_end_to_end_beats_the_nearest_marker_split():
     """Brief unsupervised training on a small demo field, scored against ground truth.
 
-    A 256x256 crop of field_02 (67 cells), fluorescence + bright-field + nucleus, 250 steps
-    (~2 min on 2 CPU cores). Measured: matched mIOU 0.60 for the CNN vs 0.58 for the same mask
-    split by nearest marker; the gap grows with training (0.614 at 300 steps).
+    A 256x256 crop of field_02 (67 cells), fluorescence + bright-field + nucleus, 300 steps
+    (~2-3 min on 2 CPU cores). Measured: matched mIOU 0.614 for the CNN vs 0.582 for the same
+    mask split by nearest marker (at 250 steps the gap was only 0.015-0.02: too close to assert).
     """
     from cellnb import baseline, datasets, metrics, pipeline
     f = datasets.load_demo("field_02")[0]
@@ -160,8 +160,9 @@ def test_end_to_end_beats_the_nearest_marker_split():
     g = datasets.Field(name="crop", images={k: v[crop] for k, v in f.images.items()},
                        cells=f.cells[crop], nuclei=f.nuclei[crop])
     res = pipeline.segment_field(g, ["fluorescence", "brightfield", "nucleus"],
-                                 config=train.TrainConfig(max_steps=250), progress=False,
+                                 config=train.TrainConfig(max_steps=300, patience=1000),
+                                 progress=False,
                                  log=lambda s: None)
     cnn = metrics.matched_iou(g.cells, res.labels)["mean"]
     near = metrics.matched_iou(g.cells, baseline.nearest_marker(res.mask, res.markers))["mean"]
-    assert cnn > 0.59 and cnn > near + 0.015, (cnn, near)
+    assert cnn > 0.60 and cnn > near + 0.015, (cnn, near)
