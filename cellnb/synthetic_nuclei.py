@@ -174,7 +174,7 @@ def train_nucleus_model(images: Sequence, targets: Sequence, config: NucleusConf
     import tensorflow as tf
     from .model import build_unet
     from .patches import augment_np
-    from .train import set_seed
+    from .train import Plateau, set_seed
     cfg = (config or NucleusConfig()).check()
     if len(images) == 0 or len(images) != len(targets):
         raise InputError(f"train_nucleus_model: got {len(images)} images and {len(targets)} "
@@ -212,7 +212,8 @@ def train_nucleus_model(images: Sequence, targets: Sequence, config: NucleusConf
         return loss
 
     t = cfg.tile
-    history, best, stale, reason = [], np.inf, 0, "max_steps"
+    history, reason = [], "max_steps"
+    plateau = Plateau(cfg.patience, cfg.min_delta)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -237,13 +238,9 @@ def train_nucleus_model(images: Sequence, targets: Sequence, config: NucleusConf
             if mean < cfg.target:
                 reason = "target"
                 break
-            if not np.isfinite(best) or mean < best - cfg.min_delta * abs(best):
-                best, stale = mean, 0
-            else:
-                stale += 1
-                if stale >= cfg.patience:
-                    reason = "plateau"
-                    break
+            if plateau.update(mean):
+                reason = "plateau"
+                break
     if bar is not None:
         bar.close()
     return NucleusResult(model=model, config=cfg, history=history, stop_reason=reason,

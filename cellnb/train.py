@@ -31,8 +31,8 @@ from .io import InputError, atomic_path
 from .loss import canvas_indices, eq1_loss
 from .patches import PatchSet, area_batches, augment_tf, invert_tf
 
-__all__ = ["TrainConfig", "TrainResult", "train", "save_model", "save_keras", "load_model",
-           "set_seed"]
+__all__ = ["TrainConfig", "TrainResult", "Plateau", "train", "save_model", "save_keras",
+           "load_model", "set_seed"]
 
 
 @dataclass
@@ -146,6 +146,27 @@ def set_seed(seed: int) -> None:
                           "set_inter_op_parallelism_threads(1) first.", stacklevel=2)
 
 
+class Plateau:
+    """The stopping rule shared by both trainings: a run of window means without progress.
+
+    Feed it the mean loss of each window; :meth:`update` returns True once
+    `patience` consecutive windows failed to beat the best mean by more than
+    `min_delta` (relative). The first window always counts as progress.
+    """
+
+    def __init__(self, patience: int, min_delta: float):
+        self.patience, self.min_delta = patience, min_delta
+        self.best, self.stale = np.inf, 0
+
+    def update(self, mean: float) -> bool:
+        mean = float(mean)
+        if not np.isfinite(self.best) or mean < self.best - self.min_delta * abs(self.best):
+            self.best, self.stale = mean, 0
+            return False
+        self.stale += 1
+        return self.stale >= self.patience
+
+
 def _batch_arrays(ps: PatchSet, idx: np.ndarray, canvas: int, multiple: int):
     """Inputs of one step: patches, 1-M crops, canvas indices, weights (padded)."""
     corners = ps.corners[idx]
@@ -230,7 +251,7 @@ def train(patches: PatchSet, config: TrainConfig | None = None, model=None,
     n_batches = len(area_batches(patches, cfg.area))
     window = cfg.window or max(20, n_batches)
     history: list[dict] = []
-    best, stale, reason = np.inf, 0, "max_steps"
+    plateau, reason = Plateau(cfg.patience, cfg.min_delta), "max_steps"
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -254,15 +275,9 @@ def train(patches: PatchSet, config: TrainConfig | None = None, model=None,
                 bar.update(1)
                 bar.set_postfix(loss=f"{row['loss']:.2f}")
             if len(history) % window == 0:
-                mean = float(np.mean([r["loss"] for r in history[-window:]]))
-                improved = not np.isfinite(best) or mean < best - cfg.min_delta * abs(best)
-                if improved:
-                    best, stale = mean, 0
-                else:
-                    stale += 1
-                    if stale >= cfg.patience:
-                        reason = "plateau"
-                        break
+                if plateau.update(np.mean([r["loss"] for r in history[-window:]])):
+                    reason = "plateau"
+                    break
             if len(history) >= cfg.max_steps:
                 break
     if bar is not None:
