@@ -8,34 +8,51 @@ probability that the pixel belongs to the patch's cell. Returning logits
 lets the loss compute ``log(1 - y) = -softplus(logit)`` exactly.
 
 Two choices differ from the plain network of Fig. S1, both measured on the
-demo data (see the issue notes):
+demo data (field_01, fluorescence, 300 steps, matched mIOU against truth):
 
-* **Group normalisation** after every convolution. Without any
-  normalisation, the overlap and mask penalties drive every output to 0
+* **Group normalisation** after every convolution (mIOU 0.610). Without
+  any normalisation the overlap and mask penalties drive every output to 0
   within ~10 steps, the sigmoid saturates and training never recovers
-  (loss exactly 0 after 40 steps). The reference implementation uses batch
-  norm; group norm works per patch, so zero-weight padding patches do not
-  bias it and training and inference behave alike.
+  (loss exactly 0; mIOU 0.000), even with the output bias below. Batch
+  norm, the reference implementation's choice, trains (loss -173) but
+  fails at inference (mIOU 0.009): its moving statistics do not match the
+  per-area batch statistics the loss was minimised with. Group norm works
+  per patch, so training and inference behave alike and zero-weight
+  padding patches cannot bias it. ``norm="batch"`` / ``"none"`` remain
+  available for comparison.
 * **Output bias = logit(0.1)**: start near the loss's equilibrium instead of
   at 0.5, where the penalties are ~5x the coverage reward.
 
 Default size ``width=16, depth=3`` (filters 16-32-64, 128 at the
 bottleneck, ~0.49 M parameters, ~10x fewer than the reference's 4.9 M),
-chosen for CPU speed: ~95 patches/s per training step on 2 cores, while
-width 32 did not reach 50 steps in 5 minutes (>5x slower). Its accuracy at
-equal wall time was not measured to convergence.
+chosen for CPU speed: width 32 did not reach 50 steps in 5 minutes on 2
+cores (>5x slower). Its accuracy at equal wall time was not measured to
+convergence.
+
+Speed (2 cores with AVX512-BF16, 128 patches of 64x64 with 2 channels, one
+training step): group norm 1.20 s in float32, 0.90 s in ``mixed_bfloat16``
+(:func:`resolve_precision` picks it where the hardware has bfloat16);
+without normalisation it would be 0.43 s, so group norm is half the step.
+XLA compilation (``jit_compile``) was slower on the CPU (1.62 s): it loses
+oneDNN's convolutions.
 """
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 
 from .io import InputError
 
-__all__ = ["build_unet", "count_params"]
+__all__ = ["build_unet", "count_params", "resolve_precision", "NORMS", "PRECISIONS"]
+
+NORMS = ("group", "batch", "none")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
 def build_unet(in_channels: int, width: int = 16, depth: int = 3, patch: int | None = None,
-               prior: float = 0.1, norm: bool = True, name: str = "cellnb_unet"):
+               prior: float = 0.1, norm: str | bool = "group", precision: str = "float32",
+               name: str = "cellnb_unet"):
     """Build the UNet.
 
     Parameters
@@ -57,9 +74,14 @@ def build_unet(in_channels: int, width: int = 16, depth: int = 3, patch: int | N
         balances coverage and overlap. Starting at 0.5 makes the overlap
         and mask penalties push every output to 0 within a few steps, where
         the sigmoid saturates and training dies.
-    norm : bool
-        Group normalisation after every convolution (per patch, so training
-        and inference behave alike; without it training collapses, see above).
+    norm : {"group", "batch", "none"} or bool
+        Normalisation after every convolution. ``"group"`` works per patch,
+        so training and inference behave alike; ``"batch"`` is the reference
+        implementation's choice; ``"none"`` is the plain network of Fig. S1.
+        True / False mean "group" / "none".
+    precision : {"float32", "mixed_bfloat16", "mixed_float16"}
+        Keras dtype policy of the hidden layers. The output logit is always
+        float32, so the loss is computed in full precision.
     name : str
 
     Returns
@@ -72,17 +94,28 @@ def build_unet(in_channels: int, width: int = 16, depth: int = 3, patch: int | N
     if in_channels < 1 or width < 1 or depth < 1:
         raise InputError(f"build_unet: need in_channels, width, depth >= 1; got "
                          f"{in_channels}, {width}, {depth}.")
+    norm = {True: "group", False: "none"}.get(norm, norm)
+    if norm not in NORMS:
+        raise InputError(f"build_unet: norm must be one of {NORMS}, got {norm!r}.")
+    if precision not in PRECISIONS:
+        raise InputError(f"build_unet: precision must be one of {PRECISIONS}, got "
+                         f"{precision!r}.")
     if patch is not None and patch % (2 ** depth):
         raise InputError(f"build_unet: patch size {patch} is not divisible by 2**depth = "
                          f"{2 ** depth}; use a multiple of {2 ** depth}.")
 
     def block(x, f, tag):
         for k in range(2):
+            # a bias right before a normalisation is redundant
             x = layers.Conv2D(f, 3, padding="same", kernel_initializer="he_normal",
+                              use_bias=norm == "none", dtype=precision,
                               name=f"{tag}_conv{k}")(x)
-            if norm:
-                x = layers.GroupNormalization(groups=min(8, f // 2), name=f"{tag}_norm{k}")(x)
-            x = layers.Activation("relu", name=f"{tag}_relu{k}")(x)
+            if norm == "group":
+                x = layers.GroupNormalization(groups=min(8, f // 2), dtype=precision,
+                                              name=f"{tag}_norm{k}")(x)
+            elif norm == "batch":
+                x = layers.BatchNormalization(dtype=precision, name=f"{tag}_norm{k}")(x)
+            x = layers.Activation("relu", dtype=precision, name=f"{tag}_relu{k}")(x)
         return x
 
     inp = keras.Input((patch, patch, in_channels), name="patches")
@@ -90,18 +123,58 @@ def build_unet(in_channels: int, width: int = 16, depth: int = 3, patch: int | N
     for lvl in range(depth):
         x = block(x, width * 2 ** lvl, f"enc{lvl}")
         skips.append(x)
-        x = layers.MaxPooling2D(2, name=f"pool{lvl}")(x)
+        x = layers.MaxPooling2D(2, dtype=precision, name=f"pool{lvl}")(x)
     x = block(x, width * 2 ** depth, "bottom")
     for lvl in reversed(range(depth)):
-        x = layers.UpSampling2D(2, name=f"up{lvl}")(x)
-        x = layers.Concatenate(name=f"skip{lvl}")([x, skips[lvl]])
+        x = layers.UpSampling2D(2, dtype=precision, name=f"up{lvl}")(x)
+        x = layers.Concatenate(dtype=precision, name=f"skip{lvl}")([x, skips[lvl]])
         x = block(x, width * 2 ** lvl, f"dec{lvl}")
     if not (0 < prior < 1):
         raise InputError(f"build_unet: prior must be in (0, 1), got {prior}.")
     bias = float(np.log(prior / (1 - prior)))
-    logit = layers.Conv2D(1, 1, name="logit",
+    logit = layers.Conv2D(1, 1, name="logit", dtype="float32",
                           bias_initializer=keras.initializers.Constant(bias))(x)
     return keras.Model(inp, logit, name=name)
+
+
+def resolve_precision(precision: str = "auto") -> str:
+    """The dtype policy to train with; ``"auto"`` picks what this machine runs fastest.
+
+    ``"auto"`` gives ``"mixed_bfloat16"`` on a GPU of compute capability
+    >= 8.0 or a CPU with native bfloat16 instructions (AVX512-BF16 or AMX),
+    ``"float32"`` elsewhere (emulated bfloat16 would be slower). Measured on
+    a 2-core AVX512-BF16 CPU, group-norm UNet, 128 patches of 64x64: 0.90 s
+    per training step in bfloat16 vs 1.20 s in float32, with the same
+    accuracy (field_01, fluorescence, 300 steps: mIOU 0.610 vs 0.608).
+
+    Parameters
+    ----------
+    precision : {"auto", "float32", "mixed_bfloat16", "mixed_float16"}
+
+    Returns
+    -------
+    str
+        One of :data:`PRECISIONS`.
+    """
+    if precision != "auto":
+        if precision not in PRECISIONS:
+            raise InputError(f"precision must be 'auto' or one of {PRECISIONS}, got "
+                             f"{precision!r}.")
+        return precision
+    import tensorflow as tf
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        cc = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability")
+        return "mixed_bfloat16" if cc and tuple(cc) >= (8, 0) else "float32"
+    return "mixed_bfloat16" if _cpu_flags() & {"avx512_bf16", "amx_bf16"} else "float32"
+
+
+def _cpu_flags() -> set:
+    """CPU feature flags from /proc/cpuinfo; empty where there is none (not Linux)."""
+    try:
+        return set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return set()
 
 
 def count_params(model) -> int:

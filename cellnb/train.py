@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass, field as dc_field
+from dataclasses import asdict, dataclass, field as dc_field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -47,6 +47,13 @@ class TrainConfig:
         Side of the square area whose patches form one batch (paper: 640).
     width, depth : int
         UNet size (:func:`cellnb.model.build_unet`).
+    norm : {"group", "batch", "none"}
+        Normalisation layer of the UNet (:func:`cellnb.model.build_unet`).
+    precision : {"auto", "float32", "mixed_bfloat16", "mixed_float16"}
+        Dtype policy of the UNet's hidden layers; the loss is always float32.
+        ``"auto"`` (:func:`cellnb.model.resolve_precision`) uses bfloat16
+        where the hardware has it (1.34x faster per step on this project's
+        CPU, same accuracy); the saved config records what was used.
     learning_rate : float
         Adam step size. 3e-3 measured slightly better than Keras' usual 1e-3
         at CPU-sized budgets (300 steps: mIOU 0.608 vs 0.599 on field_01
@@ -68,6 +75,8 @@ class TrainConfig:
     area: int = 640
     width: int = 16
     depth: int = 3
+    norm: str = "group"
+    precision: str = "auto"
     learning_rate: float = 3e-3
     max_steps: int = 1500
     window: int = 0
@@ -82,6 +91,10 @@ class TrainConfig:
             if not (np.isfinite(v) and v >= 0) or (name == "learning_rate" and v == 0):
                 raise InputError(f"TrainConfig.{name} must be a finite number > 0 "
                                  f"(>= 0 for lam/beta), got {v}.")
+        from .model import NORMS, PRECISIONS
+        if self.norm not in NORMS or self.precision not in ("auto",) + PRECISIONS:
+            raise InputError(f"TrainConfig: norm must be one of {NORMS} and precision 'auto' "
+                             f"or one of {PRECISIONS}; got {self.norm!r}, {self.precision!r}.")
         for name in ("area", "width", "depth", "max_steps", "patience", "batch_multiple"):
             v = getattr(self, name)
             if int(v) != v or v < 1:
@@ -168,19 +181,19 @@ class Plateau:
 
 
 def _batch_arrays(ps: PatchSet, idx: np.ndarray, canvas: int, multiple: int):
-    """Inputs of one step: patches, 1-M crops, canvas indices, weights (padded)."""
-    corners = ps.corners[idx]
-    origin = corners.min(0)
-    local = corners - origin
+    """Inputs of one step: patches, 1-M crops, canvas indices, weights (padded).
+
+    Padding repeats real patches with weight 0: they add nothing to the loss,
+    and unlike all-zero patches they do not skew batch-norm statistics.
+    """
     n = len(idx)
     n_pad = int(np.ceil(n / multiple) * multiple)
-    x = np.zeros((n_pad,) + ps.x.shape[1:], np.float32)
-    out = np.zeros((n_pad, ps.size, ps.size), np.float32)
-    index = np.zeros((n_pad, ps.size * ps.size), np.int32)
+    full = np.resize(idx, n_pad)       # idx, then idx again from its start
+    local = ps.corners[full] - ps.corners[idx].min(0)
     w = np.zeros(n_pad, np.float32)
-    x[:n], out[:n], w[:n] = ps.x[idx], ps.outside[idx], 1.0
-    index[:n] = canvas_indices(local, ps.size, (canvas, canvas))
-    return x, out, index, w
+    w[:n] = 1.0
+    return (ps.x[full], ps.outside[full],
+            canvas_indices(local, ps.size, (canvas, canvas)), w)
 
 
 def _make_step(model, optimizer, n_canvas: int, lam: float, beta: float):
@@ -226,8 +239,9 @@ def train(patches: PatchSet, config: TrainConfig | None = None, model=None,
     TrainResult
     """
     import keras
-    from .model import build_unet
+    from .model import build_unet, resolve_precision
     cfg = (config or TrainConfig()).check()
+    cfg = replace(cfg, precision=resolve_precision(cfg.precision))   # record what ran
     if len(patches) == 0:
         raise InputError("train: no patches (no markers); nothing to learn from.")
     if patches.size % (2 ** cfg.depth):
@@ -237,7 +251,8 @@ def train(patches: PatchSet, config: TrainConfig | None = None, model=None,
     rng = np.random.default_rng(cfg.seed)
     in_ch = patches.x.shape[-1]
     if model is None:
-        model = build_unet(in_ch, cfg.width, cfg.depth, patches.size)
+        model = build_unet(in_ch, cfg.width, cfg.depth, patches.size, norm=cfg.norm,
+                           precision=cfg.precision)
         model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate))
     elif model.input_shape[-1] != in_ch:
         raise InputError(f"train: the model takes {model.input_shape[-1]} input channels but "

@@ -166,3 +166,53 @@ def test_end_to_end_beats_the_nearest_marker_split():
     cnn = metrics.matched_iou(g.cells, res.labels)["mean"]
     near = metrics.matched_iou(g.cells, baseline.nearest_marker(res.mask, res.markers))["mean"]
     assert cnn > 0.60 and cnn > near + 0.015, (cnn, near)
+
+
+def test_unet_norm_and_precision_options():
+    import keras
+    kinds = {n: {type(l).__name__ for l in build_unet(2, width=8, depth=2, patch=32,
+                                                       norm=n).layers}
+             for n in ("group", "batch", "none")}
+    assert "GroupNormalization" in kinds["group"] and "BatchNormalization" not in kinds["group"]
+    assert "BatchNormalization" in kinds["batch"]
+    assert not {"GroupNormalization", "BatchNormalization"} & kinds["none"]
+    m = build_unet(2, width=8, depth=2, patch=32, precision="mixed_bfloat16")
+    assert m.get_layer("enc0_conv0").compute_dtype == "bfloat16"
+    assert m.get_layer("logit").compute_dtype == "float32"          # the loss sees float32
+    assert keras.ops.convert_to_numpy(m(np.zeros((1, 32, 32, 2), np.float32))).dtype == np.float32
+    with pytest.raises(InputError, match="norm"):
+        build_unet(2, norm="layer")
+    with pytest.raises(InputError, match="precision"):
+        build_unet(2, precision="float8")
+
+
+def test_precision_auto_follows_the_hardware(monkeypatch):
+    import tensorflow as tf
+    from cellnb import model as model_mod
+    assert model_mod.resolve_precision("float32") == "float32"
+    with pytest.raises(InputError, match="precision"):
+        model_mod.resolve_precision("half")
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [])
+    monkeypatch.setattr(model_mod, "_cpu_flags", lambda: {"avx2", "avx512_bf16"})
+    assert model_mod.resolve_precision("auto") == "mixed_bfloat16"
+    monkeypatch.setattr(model_mod, "_cpu_flags", lambda: {"avx2"})
+    assert model_mod.resolve_precision("auto") == "float32"
+    with pytest.raises(InputError, match="norm"):
+        train.TrainConfig(norm="layer").check()
+
+
+def test_batch_padding_repeats_real_patches_with_zero_weight(small_patches):
+    idx = np.array([3, 1, 4, 0, 5])
+    x, out, index, w = train._batch_arrays(small_patches, idx, canvas=256, multiple=4)
+    assert len(x) == 8 and w.tolist() == [1] * 5 + [0] * 3
+    np.testing.assert_array_equal(x[5:], small_patches.x[[3, 1, 4]])   # no all-zero patches
+    np.testing.assert_array_equal(index[5:], index[:3])
+    np.testing.assert_array_equal(out[:5], small_patches.outside[idx])
+
+
+def test_saved_config_records_the_precision_used(small_patches):
+    res = train.train(small_patches, train.TrainConfig(max_steps=1, precision="float32"),
+                      progress=False)
+    assert res.config.precision == "float32"
+    res = train.train(small_patches, train.TrainConfig(max_steps=1), progress=False)
+    assert res.config.precision in ("float32", "mixed_bfloat16")     # "auto", resolved
