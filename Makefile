@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 RUN    ?= runs/demo
 
-.PHONY: demo test setup bench clean-runs
+.PHONY: demo table1 test setup bench clean-runs
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,11 @@ setup: $(VENV)/.installed
 
 demo: $(VENV)/.installed
 	$(PY) -m cellnb run-notebooks --params notebooks/demo.yaml --out $(RUN)
+
+# Table I on all four demo fields x three input sets, scored against ground truth
+# (12 trainings, about 70 min on 2 CPU cores); rows stream to runs/table1/table1.md
+table1: $(VENV)/.installed
+	$(PY) bench/table1.py --steps 300 --out runs/table1
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q

@@ -89,7 +89,7 @@ def _cmd_segment(a) -> int:
               file=sys.stderr)
     mask = read_labels(a.mask) > 0 if a.mask else None
     model = load_model(a.model)[0] if a.model else None
-    cfg = TrainConfig(max_steps=a.steps, seed=a.seed)
+    cfg = TrainConfig(max_steps=a.steps, seed=a.seed, precision=a.precision)
     res = segment(images, mods, nucleus=nucleus, markers=markers, mask=mask,
                   use_nucleus=a.use_nucleus, config=cfg, model=model, progress=not a.quiet)
     inputs = [*a.image, a.nucleus, a.markers, a.mask, a.model, a.nucleus_model]
@@ -206,6 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--table", help="per-cell CSV (area, centroid, mean intensities)")
     p.add_argument("--steps", type=int, default=1500, help="training step budget")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precision", default="auto",
+                   choices=["auto", "float32", "mixed_bfloat16", "mixed_float16"],
+                   help="UNet dtype policy; auto = bfloat16 where the hardware has it "
+                        "(float32: closest results across machine kinds)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_segment)
 
