@@ -49,7 +49,7 @@ __all__ = ["Task", "discover_fields", "parameter_sets", "load_grid", "plan", "ru
 
 #: Parameters of ``--mode segment`` and their defaults (the YAML may set any of them).
 SEGMENT_DEFAULTS = {"configs": ["fluorescence"], "steps": 300, "seed": 0, "threshold": 0.5,
-                    "patch_size": None}
+                    "patch_size": None, "precision": "auto"}
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png")
 
 
@@ -253,13 +253,24 @@ def _headline(field, labels: dict) -> dict:
     return out
 
 
+def _train_config(p: dict):
+    """TrainConfig of a segment-mode parameter set.
+
+    On a cluster whose workers are different machines, set ``precision:
+    float32``: with ``auto`` each worker picks what its own hardware runs best.
+    """
+    from .train import TrainConfig
+    return TrainConfig(max_steps=int(p["steps"]), seed=int(p["seed"]),
+                       precision=str(p["precision"]))
+
+
 def _segment_run(task: Task, folder: Path) -> dict:
     from . import integrate, pipeline, train
     from .datasets import load_field
     from .io import write_labels, write_table
     p = {**SEGMENT_DEFAULTS, **task.params}
     field = load_field(task.field)
-    cfg = train.TrainConfig(max_steps=int(p["steps"]), seed=int(p["seed"]))
+    cfg = _train_config(p)
     configs = [p["configs"]] if isinstance(p["configs"], str) else list(p["configs"])
     model = None
     if task.model:
@@ -370,9 +381,7 @@ def train_shared(fields: Sequence[str], params: dict, path: str, threads: int = 
     if any(s.size != size for s in sets):
         raise InputError("--train-on: the sampled fields need different patch sizes (cells of "
                          "different size); set patch_size in the parameters.")
-    res = train.train(patches.concat(sets), train.TrainConfig(max_steps=int(p["steps"]),
-                                                              seed=int(p["seed"])),
-                      progress=False, channels=chans)
+    res = train.train(patches.concat(sets), _train_config(p), progress=False, channels=chans)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     train.save_model(res, path)
     return path

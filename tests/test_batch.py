@@ -83,11 +83,14 @@ def test_batch_runs_resumes_and_isolates_failures(tmp_path, plate):
 
 def test_shared_model_trained_on_k_fields(tmp_path, plate):
     fields = [plate / f"well_{i}" for i in range(3)]
-    rows = batch.run_batch(fields, tmp_path / "b", {"steps": 3}, workers=1, threads=1,
-                           train_on=2, progress=False, log=lambda s: None)
+    rows = batch.run_batch(fields, tmp_path / "b", {"steps": 3, "precision": "float32"},
+                           workers=1, threads=1, train_on=2, progress=False, log=lambda s: None)
     assert [r["status"] for r in rows] == ["done"] * 3
     assert {r["model"] for r in rows} == {"base.keras"}
     assert (tmp_path / "b" / "models" / "base.keras").exists()
+    # a pinned precision reaches the training (for clusters of mixed machine kinds)
+    meta = json.loads((tmp_path / "b" / "models" / "base.json").read_text())
+    assert meta["config"]["precision"] == "float32"
 
 
 def test_planning_errors(tmp_path, plate):
