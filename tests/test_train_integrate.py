@@ -36,6 +36,13 @@ def test_training_lowers_the_loss_and_is_repeatable(small_patches):
     np.testing.assert_allclose(b.losses, a.losses[:6], rtol=1e-5)
 
 
+def test_plateau_window_is_long_enough_to_ignore_noise():
+    # 20-step windows stopped a 1750x1750 field at 200 steps, well before its minimum
+    assert train.plateau_window(train.TrainConfig(), n_batches=1) == 50
+    assert train.plateau_window(train.TrainConfig(), n_batches=120) == 120   # one pass
+    assert train.plateau_window(train.TrainConfig(window=5), n_batches=120) == 5
+
+
 def test_plateau_stops_early(small_patches):
     cfg = train.TrainConfig(max_steps=400, window=5, patience=2, min_delta=10.0)
     res = train.train(small_patches, cfg, progress=False)
