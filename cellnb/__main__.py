@@ -207,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=1500, help="training step budget")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--precision", default="auto",
-                   choices=["auto", "float32", "mixed_bfloat16", "mixed_float16"],
+                   choices=["auto", "float32", "mixed_bfloat16"],
                    help="UNet dtype policy; auto = bfloat16 where the hardware has it "
                         "(float32: closest results across machine kinds)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

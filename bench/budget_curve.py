@@ -1,0 +1,65 @@
+"""Accuracy against training budget: matched mIOU after every CHUNK steps of one model.
+
+Usage: .venv/bin/python bench/budget_curve.py FIELD INPUTS [--chunk 300] [--chunks 3]
+e.g.   .venv/bin/python bench/budget_curve.py field_02 fluorescence+brightfield+nucleus
+
+One model is trained on the demo field with the same recipe as `segment` (markers
+from the nucleus image, graph-cut mask, default patch size), CHUNK steps at a
+time with the plateau rule off; after each chunk the field is integrated and
+scored against its ground truth. Each chunk resumes the model and its optimizer
+state, with seed = chunk number (so the first chunk equals a fresh 300-step run,
+e.g. the `bench/table1.py` row). The two classical rows of Table I are printed
+first for comparison.
+"""
+import argparse
+import json
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import tensorflow as tf  # noqa: E402
+
+tf.config.threading.set_inter_op_parallelism_threads(1)   # repeatable (cellnb.train.set_seed)
+
+from cellnb import baseline, datasets, integrate, markers, mask, metrics, pipeline, train  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("field")
+    ap.add_argument("inputs", help="e.g. fluorescence or fluorescence+brightfield+nucleus")
+    ap.add_argument("--chunk", type=int, default=300)
+    ap.add_argument("--chunks", type=int, default=3)
+    a = ap.parse_args()
+    f = datasets.load_demo(a.field)[0]
+    chans = pipeline.config_channels(a.inputs)
+    cell = [c for c in chans if c != "nucleus"]
+    mk = markers.find_markers(f.nucleus)
+    m = mask.foreground_mask(f.stack(cell), [pipeline.modality_of(c) for c in cell], markers=mk)
+    ws = baseline.propagate(f.stack(["fluorescence"]),
+                            mask.foreground_mask(f.stack(["fluorescence"]), markers=mk), mk,
+                            nuclei=markers.segment_nuclei(f.nucleus))
+    print("classical seeded watershed (fluorescence mask):",
+          json.dumps({k: round(v, 3) for k, v in metrics.summarize(f.cells, ws).items()
+                      if isinstance(v, float)}))
+    print("classical nearest-marker split (this mask):",
+          json.dumps({k: round(v, 3) for k, v in
+                      metrics.summarize(f.cells, baseline.nearest_marker(m, mk)).items()
+                      if isinstance(v, float)}))
+    ps = pipeline.field_patches(f, chans, mk, m)
+    model, t0 = None, time.perf_counter()
+    for k in range(a.chunks):
+        res = train.train(ps, train.TrainConfig(max_steps=a.chunk, patience=10**6, seed=k),
+                          model=model, progress=False)
+        model = res.model
+        s = metrics.summarize(f.cells, integrate.integrate(integrate.predict_patches(model, ps),
+                                                           ps))
+        print(json.dumps({"field": f.name, "inputs": a.inputs, "steps": (k + 1) * a.chunk,
+                          "seconds": round(time.perf_counter() - t0),
+                          "loss(last 20)": round(float(res.losses[-20:].mean()), 1),
+                          **{k2: round(v, 3) for k2, v in s.items() if isinstance(v, float)}}),
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
