@@ -21,7 +21,12 @@ import tensorflow as tf  # noqa: E402
 
 tf.config.threading.set_inter_op_parallelism_threads(1)   # repeatable (cellnb.train.set_seed)
 
-from cellnb import baseline, datasets, integrate, markers, mask, metrics, pipeline, train  # noqa: E402
+from cellnb import datasets, integrate, markers, mask, metrics, pipeline, train  # noqa: E402
+
+
+def _floats(summary: dict) -> dict:
+    """The float figures of `metrics.summarize`, rounded for printing."""
+    return {k: round(v, 3) for k, v in summary.items() if isinstance(v, float)}
 
 
 def main():
@@ -36,16 +41,12 @@ def main():
     cell = [c for c in chans if c != "nucleus"]
     mk = markers.find_markers(f.nucleus)
     m = mask.foreground_mask(f.stack(cell), [pipeline.modality_of(c) for c in cell], markers=mk)
-    ws = baseline.propagate(f.stack(["fluorescence"]),
-                            mask.foreground_mask(f.stack(["fluorescence"]), markers=mk), mk,
-                            nuclei=markers.segment_nuclei(f.nucleus))
-    print("classical seeded watershed (fluorescence mask):",
-          json.dumps({k: round(v, 3) for k, v in metrics.summarize(f.cells, ws).items()
-                      if isinstance(v, float)}))
-    print("classical nearest-marker split (this mask):",
-          json.dumps({k: round(v, 3) for k, v in
-                      metrics.summarize(f.cells, baseline.nearest_marker(m, mk)).items()
-                      if isinstance(v, float)}))
+    m_fl = m if cell == ["fluorescence"] else mask.foreground_mask(f.stack(["fluorescence"]),
+                                                                   markers=mk)
+    for method, name, mm in (("propagate", "classical seeded watershed (fluorescence mask)", m_fl),
+                             ("nearest", "classical nearest-marker split (this mask)", m)):
+        lab = pipeline.classical_labels(f, ["fluorescence"], mk, mm, method)
+        print(name + ":", json.dumps(_floats(metrics.summarize(f.cells, lab))))
     ps = pipeline.field_patches(f, chans, mk, m)
     model, t0 = None, time.perf_counter()
     for k in range(a.chunks):
@@ -57,7 +58,7 @@ def main():
         print(json.dumps({"field": f.name, "inputs": a.inputs, "steps": (k + 1) * a.chunk,
                           "seconds": round(time.perf_counter() - t0),
                           "loss(last 20)": round(float(res.losses[-20:].mean()), 1),
-                          **{k2: round(v, 3) for k2, v in s.items() if isinstance(v, float)}}),
+                          **_floats(s)}),
               flush=True)
 
 

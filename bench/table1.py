@@ -21,7 +21,7 @@ import tensorflow as tf  # noqa: E402
 
 tf.config.threading.set_inter_op_parallelism_threads(1)   # repeatable (cellnb.train.set_seed)
 
-from cellnb import baseline, datasets, io, markers, metrics, pipeline, train  # noqa: E402
+from cellnb import datasets, io, metrics, pipeline, train  # noqa: E402
 
 CONFIGS = ["fluorescence", "brightfield", "fluorescence+brightfield+nucleus"]
 
@@ -63,12 +63,11 @@ def main():
             if config == "fluorescence":
                 fl_result = res
         if fl_result is not None:
-            m, mk = fl_result.mask, fl_result.markers
-            nuclei = markers.segment_nuclei(f.nucleus)
-            ws = baseline.propagate(f.stack(["fluorescence"]), m, mk, nuclei=nuclei)
-            emit(row(f.name, "classical seeded watershed", metrics.summarize(f.cells, ws)))
-            emit(row(f.name, "classical nearest-marker split",
-                     metrics.summarize(f.cells, baseline.nearest_marker(m, mk))))
+            for method, name in (("propagate", "classical seeded watershed"),
+                                 ("nearest", "classical nearest-marker split")):
+                lab = pipeline.classical_labels(f, ["fluorescence"], fl_result.markers,
+                                                fl_result.mask, method)
+                emit(row(f.name, name, metrics.summarize(f.cells, lab)))
 
 
 if __name__ == "__main__":

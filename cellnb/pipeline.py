@@ -22,7 +22,7 @@ from .io import InputError, check_image, check_markers, normalize
 
 __all__ = ["SegmentResult", "segment", "segment_field", "modality_of", "config_channels",
            "cached_markers", "cached_mask", "field_patches", "cached_model", "apply_model",
-           "cached_labels", "baseline_labels", "cached_nucleus_model", "synthetic_field_markers"]
+           "cached_labels", "baseline_labels", "classical_labels", "cached_nucleus_model", "synthetic_field_markers"]
 
 
 @dataclass
@@ -351,18 +351,43 @@ def baseline_labels(field, run, cell_channels: Sequence[str], method: str = "pro
         :func:`cellnb.baseline.propagate` (CellProfiler-like, seeded by the
         nuclei of notebook 01's segmentation) or the nearest-marker split.
     """
-    from . import baseline
     cell = [c for c in cell_channels if c != "nucleus"]
     mk = cached_markers(field, run, markers_from)
-    m = cached_mask(field, run, cell, mk)
+    return classical_labels(field, cell, mk, cached_mask(field, run, cell, mk), method,
+                            seed_nuclei=markers_from == "nucleus")
+
+
+def classical_labels(field, cell_channels: Sequence[str], markers, mask,
+                     method: str = "propagate", seed_nuclei: bool = True) -> np.ndarray:
+    """The classical seeded segmentation of `field` from given markers and mask.
+
+    Parameters
+    ----------
+    cell_channels : sequence of str
+        Image channels whose gradient guides ``"propagate"``.
+    markers : ndarray, shape (N, 2)
+    mask : ndarray of bool, shape (H, W)
+    method : {"propagate", "nearest"}
+        :func:`cellnb.baseline.propagate` (CellProfiler-like) or the
+        nearest-marker split of the mask.
+    seed_nuclei : bool
+        Seed ``"propagate"`` with the segmented nuclei (when the field has a
+        nucleus image and the markers came from it), not only the markers.
+
+    Returns
+    -------
+    ndarray of int, shape (H, W)
+        Label k + 1 for marker k.
+    """
+    from . import baseline
     if method == "nearest":
-        return baseline.nearest_marker(m, mk)
+        return baseline.nearest_marker(mask, markers)
     if method != "propagate":
         raise InputError(f"baseline method must be 'propagate' or 'nearest', got {method!r}.")
     nuclei = None
-    if field.nucleus is not None and markers_from == "nucleus":
+    if field.nucleus is not None and seed_nuclei:
         nuclei = _markers.segment_nuclei(field.nucleus)
-    return baseline.propagate(field.stack(cell), m, mk, nuclei=nuclei)
+    return baseline.propagate(field.stack(list(cell_channels)), mask, markers, nuclei=nuclei)
 
 
 def cached_nucleus_model(train_fields, inputs: str, run, config=None, progress: bool = True,
