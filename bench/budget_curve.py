@@ -1,7 +1,9 @@
 """Accuracy against training budget: matched mIOU after every CHUNK steps of one model.
 
 Usage: .venv/bin/python bench/budget_curve.py FIELD INPUTS [--chunk 300] [--chunks 3]
+                                                [--set KEY=VALUE ...]
 e.g.   .venv/bin/python bench/budget_curve.py field_02 fluorescence+brightfield+nucleus
+       .venv/bin/python bench/budget_curve.py field_01 fluorescence --chunks 1 --set depth=4
 
 One model is trained on the demo field with the same recipe as `segment` (markers
 from the nucleus image, graph-cut mask, default patch size), CHUNK steps at a
@@ -9,9 +11,11 @@ time with the plateau rule off; after each chunk the field is integrated and
 scored against its ground truth. Each chunk resumes the model and its optimizer
 state, with seed = chunk number (so the first chunk equals a fresh 300-step run,
 e.g. the `bench/table1.py` row). The two classical rows of Table I are printed
-first for comparison.
+first for comparison. ``--set`` overrides TrainConfig fields (width, depth,
+norm, precision, learning_rate, ...) to compare model choices on the same recipe.
 """
 import argparse
+import dataclasses
 import json
 import os
 import time
@@ -35,7 +39,16 @@ def main():
     ap.add_argument("inputs", help="e.g. fluorescence or fluorescence+brightfield+nucleus")
     ap.add_argument("--chunk", type=int, default=300)
     ap.add_argument("--chunks", type=int, default=3)
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="TrainConfig overrides, e.g. depth=4 norm=batch")
     a = ap.parse_args()
+    fields = {f.name: f.type for f in dataclasses.fields(train.TrainConfig)}   # types as str
+    over = {}
+    for kv in a.set:
+        k, v = kv.split("=", 1)
+        if k not in fields:
+            ap.error(f"--set {k}: not a TrainConfig field ({', '.join(fields)})")
+        over[k] = {"int": int, "float": float}.get(fields[k], str)(v)
     f = datasets.load_demo(a.field)[0]
     chans = pipeline.config_channels(a.inputs)
     cell = [c for c in chans if c != "nucleus"]
@@ -50,7 +63,8 @@ def main():
     ps = pipeline.field_patches(f, chans, mk, m)
     model, t0 = None, time.perf_counter()
     for k in range(a.chunks):
-        res = train.train(ps, train.TrainConfig(max_steps=a.chunk, patience=10**6, seed=k),
+        res = train.train(ps, train.TrainConfig(max_steps=a.chunk, patience=10**6, seed=k,
+                                                  **over),
                           model=model, progress=False)
         model = res.model
         s = metrics.summarize(f.cells, integrate.integrate(integrate.predict_patches(model, ps),
