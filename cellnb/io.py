@@ -153,8 +153,8 @@ def check_labels(labels, name: str = "labels", shape: Sequence[int] | None = Non
     return arr
 
 
-def check_markers(markers, shape: Sequence[int] | None = None, name: str = "markers"
-                  ) -> np.ndarray:
+def check_markers(markers, shape: Sequence[int] | None = None, name: str = "markers",
+                  unique: bool = False) -> np.ndarray:
     """Validate marker positions.
 
     Parameters
@@ -165,12 +165,19 @@ def check_markers(markers, shape: Sequence[int] | None = None, name: str = "mark
         Image (H, W); markers must lie inside it.
     name : str
         Name used in error messages.
+    unique : bool
+        Refuse two markers on the same pixel (after rounding): they would
+        make two identical patches competing for one cell.
 
     Returns
     -------
     markers : ndarray, shape (N, 2), float64
     """
-    arr = np.asarray(markers, dtype=float)
+    try:
+        arr = np.asarray(markers, dtype=float)
+    except (TypeError, ValueError):
+        raise InputError(f"{name}: marker positions must be numbers, an (N, 2) array of "
+                         "(row, col).") from None
     if arr.ndim != 2 or arr.shape[1] != 2:
         raise InputError(f"{name}: expected an (N, 2) array of (row, col) positions, got "
                          f"shape {arr.shape}.")
@@ -179,14 +186,27 @@ def check_markers(markers, shape: Sequence[int] | None = None, name: str = "mark
                          "Check the nucleus image (is it the right channel?) or lower the "
                          "marker threshold.")
     if not np.all(np.isfinite(arr)):
-        raise InputError(f"{name}: some positions are NaN or infinite; drop those rows.")
+        bad = np.flatnonzero(~np.isfinite(arr).all(1))
+        raise InputError(f"{name}: {len(bad)} position(s) are NaN or infinite (marker(s) "
+                         f"{(bad + 1).tolist()[:5]}); drop those rows.")
     if shape is not None:
         h, w = shape[:2]
-        out = (arr[:, 0] < 0) | (arr[:, 0] > h - 1) | (arr[:, 1] < 0) | (arr[:, 1] > w - 1)
+        out = (arr[:, 0] < -0.5) | (arr[:, 0] > h - 0.5) | (arr[:, 1] < -0.5) | \
+              (arr[:, 1] > w - 0.5)
         if out.any():
             raise InputError(
                 f"{name}: {int(out.sum())} of {len(arr)} markers lie outside the image of "
-                f"shape ({h}, {w}); are (row, col) swapped to (x, y)?")
+                f"shape ({h}, {w}) (first: marker {int(np.flatnonzero(out)[0]) + 1} at "
+                f"{tuple(arr[out][0])}); are (row, col) swapped to (x, y)?")
+        arr = np.clip(arr, 0, [h - 1, w - 1])
+    if unique:
+        rc = np.round(arr).astype(np.int64)
+        _, first, counts = np.unique(rc, axis=0, return_index=True, return_counts=True)
+        if (counts > 1).any():
+            dup = rc[first[counts > 1][0]]
+            raise InputError(f"{name}: {int((counts - 1).sum())} marker(s) repeat a position "
+                             f"already given (e.g. row {dup[0]}, col {dup[1]}); keep one "
+                             "marker per cell.")
     return arr
 
 
@@ -437,36 +457,70 @@ def write_markers(path: str | os.PathLike, markers) -> Path:
                               for i, (r, c) in enumerate(m)])
 
 
-def read_markers(path: str | os.PathLike) -> np.ndarray:
-    """Read markers from a CSV with ``row`` and ``col`` columns (or ``y``, ``x``).
+#: accepted marker CSV layouts: (row column, col column, who writes it); names are
+#: matched case-insensitively, and any other column is ignored
+MARKER_COLUMNS = (("row", "col", "cellnb"), ("y", "x", "y,x columns; Fiji's multi-point "
+                  "Measure table (X, Y in pixels)"), ("axis-0", "axis-1", "napari points layer"))
+
+
+def read_markers(path: str | os.PathLike, shape: Sequence[int] | None = None) -> np.ndarray:
+    """Read one point per cell from a CSV file.
+
+    Accepted layouts (column names are matched case-insensitively; extra
+    columns are ignored):
+
+    * ``row,col`` — what :func:`write_markers` writes (an ``id`` column too);
+    * ``y,x`` — also Fiji's *Analyze > Measure* table of a multi-point
+      selection, whose ``X`` and ``Y`` are pixel positions when the image has
+      no spatial calibration (*Image > Properties*: pixel width 1);
+    * ``axis-0,axis-1`` — napari's *Save selected layer* of a 2-D points layer.
+
+    Parameters
+    ----------
+    path : path-like
+    shape : (int, int), optional
+        Image (H, W): markers must lie inside it.
 
     Returns
     -------
     markers : ndarray, shape (N, 2), float64
+        (row, col) positions; marker k (0-based) becomes cell label k + 1.
+
+    Raises
+    ------
+    InputError
+        Missing or unreadable file, no rows, an unknown layout, a value that
+        is not a number, two markers on one pixel, or markers outside `shape`.
     """
     p = Path(path)
-    if not p.exists():
+    if not p.is_file():
         raise InputError(f"{p}: marker file not found.")
     try:
-        with open(p, newline="") as fh:
-            rows = list(csv.DictReader(fh))
-    except (UnicodeDecodeError, csv.Error) as exc:
+        with open(p, newline="", encoding="utf-8-sig") as fh:
+            rows = [r for r in csv.DictReader(fh) if any((v or "").strip() for v in
+                                                         r.values() if isinstance(v, str))]
+    except (UnicodeDecodeError, csv.Error, OSError) as exc:
         raise InputError(f"{p}: not a readable CSV file ({exc}).") from None
     if not rows:
         raise InputError(f"{p}: the marker file holds no rows; no cell to segment.")
     keys = {k.strip().lower(): k for k in rows[0] if k is not None}
-    if "row" in keys and "col" in keys:
-        rk, ck = keys["row"], keys["col"]
-    elif "y" in keys and "x" in keys:
-        rk, ck = keys["y"], keys["x"]
+    if "axis-2" in keys:
+        raise InputError(f"{p}: a napari points layer of 3 or more dimensions (axis-0, axis-1, "
+                         "axis-2...); cellnb reads single 2-D fields: save the points of one "
+                         "plane from a 2-D layer.")
+    for rname, cname, _ in MARKER_COLUMNS:
+        if rname in keys and cname in keys:
+            rk, ck = keys[rname], keys[cname]
+            break
     else:
-        raise InputError(f"{p}: needs columns 'row' and 'col' (or 'y' and 'x'); found "
-                         f"{list(rows[0])}.")
+        known = "; ".join(f"{r},{c} ({who})" for r, c, who in MARKER_COLUMNS)
+        raise InputError(f"{p}: no marker columns found in {list(rows[0])}; use one of: "
+                         f"{known}.")
     try:
         arr = np.array([[float(r[rk]), float(r[ck])] for r in rows])
     except (TypeError, ValueError) as exc:
-        raise InputError(f"{p}: a row/col value is not a number ({exc}).") from None
-    return check_markers(arr, name=str(p))
+        raise InputError(f"{p}: a {rk}/{ck} value is not a number ({exc}).") from None
+    return check_markers(arr, shape, name=str(p), unique=True)
 
 
 class RunFolder:

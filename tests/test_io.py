@@ -116,7 +116,7 @@ def test_markers_csv_roundtrip_and_errors(tmp_path):
     (tmp_path / "xy.csv").write_text("x,y\n3,4\n")
     np.testing.assert_allclose(io.read_markers(tmp_path / "xy.csv"), [[4, 3]])
     (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
-    with pytest.raises(InputError, match="needs columns"):
+    with pytest.raises(InputError, match="no marker columns.*napari"):
         io.read_markers(tmp_path / "bad.csv")
     (tmp_path / "empty.csv").write_text("row,col\n")
     with pytest.raises(InputError, match="no rows"):
@@ -125,6 +125,42 @@ def test_markers_csv_roundtrip_and_errors(tmp_path):
         io.check_markers([[5, 500]], shape=(100, 100))
     with pytest.raises(InputError, match="no markers"):
         io.check_markers(np.zeros((0, 2)))
+
+
+# point exports people already have, as those programs write them
+FIJI = (" ,Area,Mean,Min,Max,X,Y,Ch,Frame\n"
+        "1,1,120,120,120,30.5,12,1,1\n"
+        "2,1,98,98,98,7,40.25,1,1\n")
+NAPARI = "index,axis-0,axis-1\n0,12.0,30.5\n1,40.25,7.0\n"
+
+
+@pytest.mark.parametrize("text", [FIJI, NAPARI, "\ufeffid,row,col,extra\n1,12,30.5,a\n2,40.25,7,b\n",
+                                  "y,x\n12,30.5\n\n40.25,7\n"],
+                         ids=["fiji", "napari", "cellnb+bom+extra", "yx+blank-line"])
+def test_markers_from_point_exports(tmp_path, text):
+    p = tmp_path / "points.csv"
+    p.write_text(text, encoding="utf-8")
+    np.testing.assert_allclose(io.read_markers(p, shape=(64, 64)), [[12, 30.5], [40.25, 7]])
+
+
+@pytest.mark.parametrize("text,msg", [
+    ("index,axis-0,axis-1,axis-2\n0,1,2,3\n", "3 or more dimensions"),
+    ("row,col\n1,2\nnan,3\n", "NaN"),
+    ("row,col\n1,2\n1.2,2.1\n", "repeat a position"),
+    ("row,col\n1,2\nten,3\n", "not a number"),
+    ("row,col\n1,2\n-5,3\n", "outside the image"),
+    ("X,Y\n70,3\n", "outside the image"),
+])
+def test_bad_marker_files(tmp_path, text, msg):
+    p = tmp_path / "m.csv"
+    p.write_text(text)
+    before = p.read_bytes()
+    with pytest.raises(InputError, match=msg):
+        io.read_markers(p, shape=(64, 64))
+    assert p.read_bytes() == before
+    (tmp_path / "bin.csv").write_bytes(b"\xff\xfe\x00\x81garbage")
+    with pytest.raises(InputError, match="readable CSV|no marker columns"):
+        io.read_markers(tmp_path / "bin.csv")
 
 
 def test_write_table_markdown(tmp_path):
