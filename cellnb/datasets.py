@@ -12,8 +12,13 @@ Folder layout of a field (also what :func:`save_field` writes)::
         fluorescence.tif      cell image (any name not listed below is a cell channel)
         brightfield.tif       another cell channel, optional
         nucleus.tif           nucleus stain (DAPI/Hoechst), optional
+        phase.tif / dic.tif   transmitted-light cell channels are named for their modality
         cells_gt.tif          ground-truth whole-cell labels, optional (0 = background)
         nuclei_gt.tif         ground-truth nucleus labels, optional
+        markers.csv           one point per cell, optional: used when there is no nucleus
+                              image (cellnb's row,col; Fiji's X,Y; napari's axis-0,axis-1)
+        hint.tif              a few hand-labelled pixels for the mask, optional
+                              (1 = cell, 2 = background, 0 = not labelled)
 
 The synthetic generator is meant to be *hard*, like real adherent cells at
 ~70% confluence (A431 in the paper): cells of different sizes grow in
@@ -35,17 +40,19 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
-from .io import InputError, normalize, read_image, read_labels, \
-    write_image, write_labels
+from .io import InputError, normalize, read_image, read_labels, read_markers, \
+    write_image, write_labels, write_markers
 
 __all__ = ["Field", "make_field", "save_field", "load_field", "load_fields", "demo_dir",
-           "load_demo", "write_demo_data", "DEMO_FIELDS", "CELL_CHANNELS"]
+           "load_demo", "write_demo_data", "check_hint", "DEMO_FIELDS", "CELL_CHANNELS"]
 
 #: channel names the pipeline knows; any other image file in a field folder is a cell channel
-CELL_CHANNELS = ("fluorescence", "brightfield")
+CELL_CHANNELS = ("fluorescence", "brightfield", "phase", "dic")
 NUCLEUS = "nucleus"
 GT_CELLS = "cells_gt"
 GT_NUCLEI = "nuclei_gt"
+MARKERS = "markers.csv"
+HINT = "hint"
 
 #: the bundled demo set: name -> generator arguments (fixed seeds)
 DEMO_FIELDS: dict[str, dict] = {
@@ -67,6 +74,11 @@ class Field:
         Raw channels by name, e.g. ``{"fluorescence": ..., "nucleus": ...}``.
     cells, nuclei : ndarray of int, shape (H, W), or None
         Ground-truth labels when known; nucleus k belongs to cell k.
+    markers : ndarray of float64, shape (N, 2), or None
+        One (row, col) point per cell from the folder's ``markers.csv``; the
+        pipeline uses them when the field has no nucleus image.
+    hint : ndarray of int, shape (H, W), or None
+        Hand-labelled pixels for the mask (1 = cell, 2 = background).
     path : Path or None
         Folder the field was read from.
     meta : dict
@@ -77,6 +89,8 @@ class Field:
     images: dict[str, np.ndarray]
     cells: np.ndarray | None = None
     nuclei: np.ndarray | None = None
+    markers: np.ndarray | None = None
+    hint: np.ndarray | None = None
     path: Path | None = None
     meta: dict = dc_field(default_factory=dict)
 
@@ -90,7 +104,48 @@ class Field:
 
     @property
     def cell_channels(self) -> list[str]:
-        return [k for k in self.images if k != NUCLEUS]
+        """Cell channel names: the known ones in :data:`CELL_CHANNELS` order, then others sorted.
+
+        A fixed order, so that combined masks and models get the same name
+        (``fluorescence+brightfield``) whatever order the files were read in.
+        """
+        known = [k for k in CELL_CHANNELS if k in self.images]
+        return known + sorted(k for k in self.images if k != NUCLEUS and k not in known)
+
+    def crop(self, rows: slice, cols: slice, name: str | None = None) -> "Field":
+        """The field inside a rectangle: images, labels and hint cut, markers inside kept.
+
+        Parameters
+        ----------
+        rows, cols : slice
+            Pixel ranges (no step).
+        name : str, optional
+            Default ``<name>_crop``.
+
+        Returns
+        -------
+        Field
+            Markers are shifted to the crop and those outside it dropped;
+            ground-truth labels keep their ids (cells cut by the border
+            stay, partially).
+        """
+        h, w = self.shape
+        r0, r1, _ = rows.indices(h)
+        c0, c1, _ = cols.indices(w)
+        if r1 - r0 < 8 or c1 - c0 < 8:
+            raise InputError(f"{self.name}: crop {rows}, {cols} of a {self.shape} field holds "
+                             "fewer than 8x8 pixels.")
+        sl = (slice(r0, r1), slice(c0, c1))
+        cut = (lambda a: None if a is None else a[sl].copy())
+        mk = None
+        if self.markers is not None:
+            m = self.markers - [r0, c0]
+            mk = m[(m[:, 0] >= 0) & (m[:, 0] <= r1 - r0 - 1) & (m[:, 1] >= 0) &
+                   (m[:, 1] <= c1 - c0 - 1)]
+        return Field(name=name or f"{self.name}_crop", images={k: v[sl].copy() for k, v in
+                                                                self.images.items()},
+                     cells=cut(self.cells), nuclei=cut(self.nuclei), markers=mk,
+                     hint=cut(self.hint), path=self.path, meta=dict(self.meta))
 
     def stack(self, channels: Sequence[str]) -> np.ndarray:
         """Percentile-normalised channels stacked last.
@@ -418,6 +473,10 @@ def save_field(f: Field, folder: str | Path) -> Path:
         write_labels(folder / f"{GT_CELLS}.tif", f.cells)
     if f.nuclei is not None:
         write_labels(folder / f"{GT_NUCLEI}.tif", f.nuclei)
+    if f.markers is not None:
+        write_markers(folder / MARKERS, f.markers)
+    if f.hint is not None:
+        write_labels(folder / f"{HINT}.tif", f.hint)
     if f.meta:
         (folder / "meta.json").write_text(json.dumps(f.meta, indent=2) + "\n")
     return folder
@@ -429,8 +488,10 @@ def load_field(folder: str | Path) -> Field:
     Raises
     ------
     InputError
-        Missing folder, no cell image, images of different shapes, or a
-        multi-channel file (store one channel per file).
+        Missing folder, no image at all (a nucleus image alone is a field,
+        for the markers step), images of different shapes, a
+        multi-channel file (store one channel per file), a bad
+        ``markers.csv`` or a ``hint.tif`` with values other than 0, 1, 2.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -438,35 +499,67 @@ def load_field(folder: str | Path) -> Field:
                          "(see cellnb.datasets for the layout).")
     files = sorted(p for p in folder.iterdir()
                    if p.suffix.lower() in (".tif", ".tiff", ".png") and not p.name.startswith("."))
-    images, cells, nuclei = {}, None, None
+    images, cells, nuclei, hint = {}, None, None, None
     for p in files:
         stem = p.stem.lower()
         if stem == GT_CELLS:
             cells = read_labels(p)
         elif stem == GT_NUCLEI:
             nuclei = read_labels(p)
+        elif stem == HINT:
+            hint = check_hint(read_labels(p), name=str(p))
         else:
             img = read_image(p)
             if img.ndim != 2:
                 raise InputError(f"{p}: has {img.shape[-1]} channels; store one channel per "
                                  "file (e.g. fluorescence.tif, brightfield.tif).")
             images[stem] = img
-    if not [k for k in images if k != NUCLEUS]:
-        raise InputError(f"{folder}: no cell image found; add e.g. fluorescence.tif or "
-                         "brightfield.tif (found: " + ", ".join(p.name for p in files) + ").")
+    if not images:
+        # a nucleus image alone is a field too: the markers step (notebook 01) needs no more
+        raise InputError(f"{folder}: no image found; add a cell image (e.g. fluorescence.tif, "
+                         "phase.tif) and/or nucleus.tif (found: "
+                         + (", ".join(p.name for p in files) or "nothing") + ").")
     shapes = {k: v.shape for k, v in images.items()}
     if cells is not None:
         shapes[GT_CELLS] = cells.shape
     if nuclei is not None:
         shapes[GT_NUCLEI] = nuclei.shape
+    if hint is not None:
+        shapes[HINT] = hint.shape
     if len(set(shapes.values())) > 1:
         raise InputError(f"{folder}: images have different shapes {shapes}; all channels of "
                          "a field must be the same size.")
+    markers = None
+    if (folder / MARKERS).exists():
+        markers = read_markers(folder / MARKERS, shape=next(iter(shapes.values())))
     meta = {}
     if (folder / "meta.json").exists():
-        meta = json.loads((folder / "meta.json").read_text())
-    return Field(name=folder.name, images=images, cells=cells, nuclei=nuclei, path=folder,
-                 meta=meta)
+        try:
+            meta = json.loads((folder / "meta.json").read_text())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InputError(f"{folder / 'meta.json'}: not valid JSON ({exc}); fix or delete "
+                             "it (it only holds generator parameters).") from None
+    return Field(name=folder.name, images=images, cells=cells, nuclei=nuclei, markers=markers,
+                 hint=hint, path=folder, meta=meta)
+
+
+def check_hint(hint, shape=None, name: str = "hint") -> np.ndarray:
+    """Validate a hint image: 0 = not labelled, 1 = cell, 2 = background.
+
+    Returns
+    -------
+    ndarray of uint8, shape (H, W)
+    """
+    from .io import check_labels
+    h = check_labels(hint, name=name, shape=shape)
+    bad = np.setdiff1d(np.unique(h), [0, 1, 2])
+    if bad.size:
+        raise InputError(f"{name}: a hint holds 0 (not labelled), 1 (cell) and 2 (background); "
+                         f"found the value(s) {bad[:5].tolist()}.")
+    if not ((h == 1).any() and (h == 2).any()):
+        raise InputError(f"{name}: a hint needs some pixels labelled 1 (cell) and some 2 "
+                         "(background).")
+    return h.astype(np.uint8)
 
 
 def load_fields(folder: str | Path, names: Sequence[str] | None = None) -> list[Field]:

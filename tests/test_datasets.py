@@ -92,9 +92,11 @@ def test_load_field_errors(tmp_path, small_field):
     import tifffile
     d = tmp_path / "f"
     d.mkdir()
-    tifffile.imwrite(d / "nucleus.tif", small_field.nucleus)
-    with pytest.raises(InputError, match="no cell image"):
+    with pytest.raises(InputError, match="no image found"):
         datasets.load_field(d)
+    tifffile.imwrite(d / "nucleus.tif", small_field.nucleus)
+    f = datasets.load_field(d)                 # nuclei only: enough for the markers step
+    assert f.cell_channels == [] and f.nucleus is not None
     tifffile.imwrite(d / "fluorescence.tif", small_field.images["fluorescence"][:100])
     with pytest.raises(InputError, match="different shapes"):
         datasets.load_field(d)
@@ -109,3 +111,24 @@ def test_make_field_bad_parameters():
         datasets.make_field((100, 100), confluence=1.5)
     with pytest.raises(InputError, match="shape"):
         datasets.make_field((10, 100))
+
+
+def test_field_folder_with_markers_and_hint(tmp_path):
+    f = datasets.make_field((96, 96), seed=3, mean_radius=10)
+    mk = np.array([[10.0, 12.0], [50.0, 60.0]])
+    hint = np.zeros((96, 96), np.uint8)
+    hint[10, 12], hint[0, 0] = 1, 2
+    g = datasets.Field(name="f", images={"phase": f.images["brightfield"]}, markers=mk, hint=hint)
+    datasets.save_field(g, tmp_path / "f")
+    h = datasets.load_field(tmp_path / "f")
+    assert list(h.images) == ["phase"] and h.nucleus is None     # hint.tif is not a channel
+    np.testing.assert_allclose(h.markers, mk)
+    np.testing.assert_array_equal(h.hint, hint)
+    (tmp_path / "f" / "markers.csv").write_text("row,col\n200,3\n")
+    with pytest.raises(InputError, match="outside the image"):
+        datasets.load_field(tmp_path / "f")
+    (tmp_path / "f" / "markers.csv").unlink()
+    import tifffile
+    tifffile.imwrite(tmp_path / "f" / "hint.tif", (hint * 2).astype(np.uint8))
+    with pytest.raises(InputError, match="0 \\(not labelled\\), 1 \\(cell\\) and 2"):
+        datasets.load_field(tmp_path / "f")
