@@ -11,6 +11,10 @@ mask as the CNN:
   "Propagation" / "Watershed - Image"): regions grow from the nuclei across
   the image's gradient, with a spatial regularisation so that flat regions
   split by distance.
+
+Both run inside a foreground mask: cellnb's own (a like-for-like comparison
+of how the mask is split), or the mask a classical pipeline makes itself,
+:func:`classical_mask` (how a CellProfiler user would get the whole result).
 """
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ from scipy import ndimage as ndi
 
 from .io import InputError, check_image, check_markers
 
-__all__ = ["nearest_marker", "propagate", "seed_image"]
+__all__ = ["nearest_marker", "propagate", "seed_image", "classical_mask"]
 
 
 def seed_image(markers, shape, nuclei=None) -> np.ndarray:
@@ -91,3 +95,42 @@ def propagate(image, mask, markers, nuclei=None, sigma: float = 1.0,
     fg = np.asarray(mask, bool)
     seeds = seed_image(markers, fg.shape, nuclei)
     return watershed(grad, seeds, mask=fg, compactness=compactness).astype(np.int32)
+
+
+def classical_mask(image, modality: str = "fluorescence", sigma: float = 1.0) -> np.ndarray:
+    """The foreground a classical pipeline makes without cellnb: one Otsu threshold.
+
+    As CellProfiler's *IdentifyPrimaryObjects* with a global Otsu
+    threshold (holes filled, its default): on the smoothed intensity for
+    fluorescence, and for transmitted light (bright-field, phase contrast,
+    DIC), where grey values do not separate cells, on the local standard
+    deviation (*EnhanceOrSuppressFeatures*, texture) over a 2 px window,
+    log-transformed before thresholding (CellProfiler's option; without
+    it Otsu's threshold on the skewed texture values lets the mask spill:
+    IoU 0.43 instead of 0.56 on the Usiigaci field set1).
+
+    Parameters
+    ----------
+    image : array_like, shape (H, W)
+    modality : {"fluorescence", "brightfield", "phase", "dic"}
+    sigma : float
+        Gaussian smoothing (px) of the fluorescence image.
+
+    Returns
+    -------
+    ndarray of bool, shape (H, W)
+    """
+    from skimage.filters import threshold_otsu
+    from .io import normalize
+    from .mask import MODALITIES
+    if modality not in MODALITIES:
+        raise InputError(f"classical_mask: modality must be one of {MODALITIES}, got "
+                         f"{modality!r}.")
+    img = normalize(check_image(image, name="image", allow_channels=False)).astype(np.float64)
+    if modality == "fluorescence":
+        score = ndi.gaussian_filter(img, sigma)
+    else:
+        mu = ndi.gaussian_filter(img, 2.0)
+        score = np.log(np.sqrt(np.clip(ndi.gaussian_filter(img * img, 2.0) - mu * mu, 0, None))
+                       + 1e-6)
+    return ndi.binary_fill_holes(score > threshold_otsu(score))

@@ -26,6 +26,27 @@ Where ``p`` comes from:
   spacing from any marker. Without markers, the most and least textured
   pixels serve instead.
 
+* **phase contrast** (and DIC) — transmitted light whose cells show as
+  fine texture, with a bright halo around every cell in phase contrast
+  (:func:`transmitted_probability`). A forest trained as for bright-field
+  spilled into the background on real phase-contrast fields (mask IoU
+  0.30-0.47 against the hand-drawn cells of the 8 Usiigaci fields), because
+  its self-labels cannot tell the halo, debris and flat background from
+  cells. The recipe here, in four measured steps: (1) the log local standard
+  deviation (1.2 px window) thresholded by Otsu gives a rough mask; (2) only
+  its pieces that hold a marker are kept (every cell has one, so a piece
+  without one is debris or an unmarked cell that no patch could segment);
+  (3) phase contrast only: the halo is cut off by a seeded watershed on the
+  smoothed intensity, between the background outside the rough mask and the
+  cells' dark bodies (darker than the local background) plus a disk at each
+  marker, so the border lands on the halo's crest, where annotators draw it;
+  (4) the graph cut below smooths the result along image edges. Mean mask
+  IoU on the 8 fields: 0.40 before, 0.67 after (0.54-0.72 per field).
+* **a hint** (optional, any modality) — a few hand-labelled pixels (1 = cell,
+  2 = background), as ilastik's and the paper's Weka scribbles: a random
+  forest learns the labelled pixels' multi-scale features and replaces the
+  automatic data term (:func:`hint_probability`).
+
 Channels given together are combined by averaging their log-odds.
 
 Measured on the bundled demo fields (``tests/test_mask.py``): foreground
@@ -42,11 +63,14 @@ from scipy import ndimage as ndi
 
 from .io import InputError, check_image, check_markers, normalize
 
-__all__ = ["MODALITIES", "noise_level", "fluorescence_probability", "brightfield_probability",
-           "graph_cut", "default_smoothness", "clean_mask", "foreground_mask",
+__all__ = ["MODALITIES", "TRANSMITTED", "modality_of", "noise_level", "fluorescence_probability",
+           "brightfield_probability", "transmitted_probability", "hint_probability",
+           "graph_cut", "default_smoothness", "clean_mask", "keep_marked", "foreground_mask",
            "marker_spacing"]
 
-MODALITIES = ("fluorescence", "brightfield")
+MODALITIES = ("fluorescence", "brightfield", "phase", "dic")
+#: modalities masked by :func:`transmitted_probability`
+TRANSMITTED = ("phase", "dic")
 _EPS = 1e-4
 
 
@@ -68,6 +92,48 @@ def noise_level(image) -> float:
     """
     d = np.diff(np.asarray(image, np.float64), axis=1)
     return float(1.4826 * np.median(np.abs(d - np.median(d))) / np.sqrt(2))
+
+
+def modality_of(name: str) -> str:
+    """The mask modality a channel name stands for.
+
+    ``"phase..."`` (or ``"pc"``, ``"phc"``) is phase contrast, ``"dic"`` is
+    differential interference contrast, bright-field-like names
+    (``"bright..."``, ``"bf"``, ``"transmitted..."``) are bright-field; any
+    other name is fluorescence. Pass the modality explicitly where a name
+    does not say it (``segment --modality``).
+    """
+    n = str(name).lower()
+    if "phase" in n or n in ("pc", "phc"):
+        return "phase"
+    if "dic" in n:
+        return "dic"
+    if any(k in n for k in ("bright", "bf", "transmit")):
+        return "brightfield"
+    return "fluorescence"
+
+
+def keep_marked(mask, markers) -> np.ndarray:
+    """The connected pieces of `mask` that hold at least one marker.
+
+    Every cell the method can segment has a marker, so a piece without one
+    is debris, or a cell no patch will ever claim.
+
+    Parameters
+    ----------
+    mask : ndarray of bool, shape (H, W)
+    markers : ndarray, shape (N, 2)
+
+    Returns
+    -------
+    ndarray of bool, shape (H, W)
+    """
+    from skimage.measure import label
+    m = np.asarray(mask, bool)
+    lab = label(m)
+    rc = np.round(check_markers(markers, m.shape)).astype(int)
+    ids = np.unique(lab[rc[:, 0], rc[:, 1]])
+    return np.isin(lab, ids[ids > 0])
 
 
 def marker_spacing(markers) -> float:
@@ -207,6 +273,116 @@ def brightfield_probability(image, markers=None, n_estimators: int = 40, n_sampl
     return clf.predict_proba(X)[:, 1].reshape(img.shape).astype(np.float32)
 
 
+def _local_std(img: np.ndarray, sigma: float) -> np.ndarray:
+    """Log of the Gaussian-windowed standard deviation (local contrast, as PHANTAST)."""
+    mu = ndi.gaussian_filter(img, sigma)
+    var = ndi.gaussian_filter(img * img, sigma) - mu * mu
+    return np.log(np.sqrt(np.clip(var, 0, None)) + 1e-6)
+
+
+def _disks(markers, shape, radius: int) -> np.ndarray:
+    """Filled disks of `radius` px at the (rounded) markers."""
+    from skimage.morphology import disk
+    seeds = np.zeros(shape, bool)
+    rc = np.round(markers).astype(int)
+    seeds[rc[:, 0], rc[:, 1]] = True
+    return ndi.binary_dilation(seeds, disk(radius)) if radius > 0 else seeds
+
+
+def transmitted_probability(image, markers=None, modality: str = "phase",
+                            window: float = 1.2, dark: float = 2.0, width: float = 3.0
+                            ) -> tuple[np.ndarray, np.ndarray]:
+    """Foreground probability of a phase-contrast or DIC image, and its edge guide.
+
+    Parameters
+    ----------
+    image : array_like, shape (H, W)
+        Transmitted-light image (raw or normalised).
+    markers : array_like, shape (N, 2), optional
+        One point per cell. With them, pieces of the rough mask that hold no
+        marker are dropped and the halo cut is seeded at each marker; without
+        them only the texture threshold is used.
+    modality : {"phase", "dic"}
+        ``"phase"`` also cuts off the bright halo (module docstring); DIC has
+        no halo, its relief shading is left to the texture term.
+    window : float
+        Gaussian window (px) of the local standard deviation.
+    dark : float
+        A pixel of the rough mask darker than the local background by this
+        many noise standard deviations seeds the cell side of the halo cut.
+    width : float
+        Softness (px) of the probability across the mask border: the
+        probability is ``sigmoid(signed distance / width)``, so the graph cut
+        can move the border onto a nearby image edge.
+
+    Returns
+    -------
+    p : ndarray of float32, shape (H, W), in (0, 1)
+    guide : ndarray of float32, shape (H, W)
+        The lightly smoothed image, whose edges make mask borders cheap in
+        :func:`graph_cut`.
+    """
+    from skimage.filters import threshold_otsu
+    from skimage.segmentation import watershed
+    if modality not in TRANSMITTED:
+        raise InputError(f"transmitted_probability: modality must be one of {TRANSMITTED}, "
+                         f"got {modality!r}.")
+    img = _as_plane(image, f"{modality} image").astype(np.float64)
+    m = check_markers(markers, img.shape) if markers is not None else None
+    contrast = _local_std(img, window)
+    rough = contrast > threshold_otsu(contrast)
+    if m is not None:
+        rough = keep_marked(rough, m)
+    smooth = ndi.gaussian_filter(img, 1.0)
+    if modality == "phase" and m is not None and rough.any():
+        # background level from pixels well away from any cell, filled in smoothly
+        away = (~ndi.binary_dilation(rough, iterations=10)).astype(np.float64)
+        bg = ndi.gaussian_filter(img * away, 40) / np.maximum(ndi.gaussian_filter(away, 40), 1e-6)
+        body = rough & ((bg - smooth) / max(noise_level(img), 1e-6) > dark)
+        seeds = np.zeros(img.shape, np.int32)
+        seeds[~ndi.binary_dilation(rough)] = 1
+        seeds[body | _disks(m, img.shape, 3)] = 2
+        # floods meet on the bright crest between the dark cell and the background
+        rough = keep_marked(watershed(smooth, seeds) == 2, m)
+    signed = ndi.distance_transform_edt(rough) - ndi.distance_transform_edt(~rough)
+    p = 1.0 / (1.0 + np.exp(-signed / width))
+    return p.astype(np.float32), smooth.astype(np.float32)
+
+
+def hint_probability(images: Sequence[np.ndarray], hint, n_estimators: int = 40,
+                     seed: int = 0) -> np.ndarray:
+    """Foreground probability from a few hand-labelled pixels (ilastik-style).
+
+    Parameters
+    ----------
+    images : sequence of ndarray, shape (H, W)
+        Normalised cell channels.
+    hint : ndarray of int, shape (H, W)
+        1 = cell, 2 = background, 0 = not labelled.
+    n_estimators : int
+        Trees of the random forest.
+    seed : int
+
+    Returns
+    -------
+    p : ndarray of float32, shape (H, W)
+    """
+    from sklearn.ensemble import RandomForestClassifier
+    from .datasets import check_hint
+    h = check_hint(hint, shape=images[0].shape)
+    feats = np.concatenate([_bf_features(im) for im in images], axis=-1)
+    X = feats.reshape(-1, feats.shape[-1])
+    lab = h.ravel()
+    idx = np.flatnonzero(lab > 0)
+    rng = np.random.default_rng(seed)
+    if idx.size > 20_000:      # a generous hint: a balanced subsample is enough
+        idx = rng.choice(idx, 20_000, replace=False)
+    clf = RandomForestClassifier(n_estimators=n_estimators, max_depth=12, min_samples_leaf=3,
+                                 n_jobs=-1, random_state=seed, class_weight="balanced")
+    clf.fit(X[idx], lab[idx] == 1)
+    return clf.predict_proba(X)[:, 1].reshape(h.shape).astype(np.float32)
+
+
 # --------------------------------------------------------------------------
 # graph cut
 # --------------------------------------------------------------------------
@@ -276,17 +452,22 @@ def default_smoothness(image, modality: str, probability=None) -> float:
     image): the noisier the image relative to its contrast, the less a single
     pixel is trusted. On the demo data CNR ~ 2.6-3.1 gives ~3.5, the measured
     optimum. Bright-field: 5, measured on the demo data (the forest's
-    probability is already smoothed by its multi-scale features).
+    probability is already smoothed by its multi-scale features). Phase
+    contrast and DIC: 4, measured on the 8 Usiigaci phase-contrast fields
+    (1: 0.643, 4: 0.660, 8: 0.668 mean mask IoU; 4 is the value that keeps
+    thin protrusions).
 
     Parameters
     ----------
     image : ndarray, shape (H, W)
-    modality : {"fluorescence", "brightfield"}
+    modality : {"fluorescence", "brightfield", "phase", "dic"}
     probability : ndarray, shape (H, W), optional
         :func:`fluorescence_probability` of `image`, if already computed.
     """
     if modality == "brightfield":
         return 5.0
+    if modality in TRANSMITTED:
+        return 4.0
     img = _as_plane(image, "fluorescence image")
     p = (fluorescence_probability(img) if probability is None else probability) > 0.5
     if p.all() or not p.any():
@@ -325,7 +506,7 @@ def clean_mask(mask, spacing: float | None = None) -> np.ndarray:
 # --------------------------------------------------------------------------
 def foreground_mask(image, modality: str | Sequence[str] = "fluorescence", markers=None,
                     smoothness: float | None = None, cleanup: bool = True, seed: int = 0,
-                    return_probability: bool = False):
+                    return_probability: bool = False, hint=None):
     """Binary mask of all cell area, for one or several channels.
 
     Parameters
@@ -333,10 +514,12 @@ def foreground_mask(image, modality: str | Sequence[str] = "fluorescence", marke
     image : array_like, shape (H, W) or (H, W, C)
         Cell image(s); raw or normalised.
     modality : str or sequence of str
-        ``"fluorescence"`` or ``"brightfield"``, one per channel.
+        One of :data:`MODALITIES` per channel (:func:`modality_of` reads it
+        from a channel name).
     markers : array_like, shape (N, 2), optional
-        Marker positions; used to self-label the bright-field classifier and
-        to scale the clean-up.
+        Marker positions; used to self-label the bright-field classifier, to
+        drop mask pieces without a cell on transmitted-light channels, and to
+        scale the clean-up.
     smoothness : float, optional
         Graph-cut boundary weight; default from :func:`default_smoothness`
         (mean over channels).
@@ -346,6 +529,10 @@ def foreground_mask(image, modality: str | Sequence[str] = "fluorescence", marke
         Seed for the sampling in the data terms.
     return_probability : bool
         Also return the combined foreground probability (the data term).
+    hint : ndarray of int, shape (H, W), optional
+        A few hand-labelled pixels (1 = cell, 2 = background): a classifier
+        trained on them replaces the automatic data terms
+        (:func:`hint_probability`), for fields where the automatic mask fails.
 
     Returns
     -------
@@ -372,22 +559,32 @@ def foreground_mask(image, modality: str | Sequence[str] = "fluorescence", marke
         raise InputError(f"foreground_mask: unknown modality {bad}; use one of {MODALITIES}.")
     if markers is not None:
         markers = check_markers(markers, img.shape)
+    if smoothness is not None and not (np.isfinite(smoothness) and smoothness >= 0):
+        raise InputError(f"foreground_mask: smoothness must be a number >= 0, got {smoothness}.")
     logits, guides, lams = [], [], []
-    for plane, mod in zip(planes, mods):
-        norm = normalize(plane)
+    norms = [normalize(plane) for plane in planes]
+    for norm, mod in zip(norms, mods):
         if mod == "fluorescence":
             p = fluorescence_probability(norm, seed=seed)
             guides.append(_log_intensity(norm, 1.0))
-        else:
+        elif mod == "brightfield":
             p = brightfield_probability(norm, markers, seed=seed)
             guides.append(_texture(norm, 2.0))
+        else:
+            p, g = transmitted_probability(norm, markers, mod)
+            guides.append(g)
         lams.append(default_smoothness(norm, mod, p) if smoothness is None else smoothness)
         p = np.clip(p, _EPS, 1 - _EPS)
         logits.append(np.log(p) - np.log1p(-p))
+    if hint is not None:
+        p = np.clip(hint_probability(norms, hint, seed=seed), _EPS, 1 - _EPS)
+        logits = [np.log(p) - np.log1p(-p)]
     prob = (1 / (1 + np.exp(-np.mean(logits, axis=0)))).astype(np.float32)
     guide = np.stack([g / (g.std() + 1e-12) for g in guides], axis=-1)
     m = graph_cut(prob, float(np.mean(lams)), guide=guide)
     if cleanup:
         spacing = marker_spacing(markers) if markers is not None and len(markers) > 1 else None
         m = clean_mask(m, spacing)
+    if markers is not None and any(mod in TRANSMITTED for mod in mods):
+        m = keep_marked(m, markers)
     return (m, prob) if return_probability else m

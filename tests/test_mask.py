@@ -78,7 +78,7 @@ def test_clean_mask():
 
 
 @pytest.mark.parametrize("kwargs,msg", [
-    (dict(modality="phase"), "unknown modality"),
+    (dict(modality="holographic"), "unknown modality"),
     (dict(modality=["fluorescence"]), "one modality per channel"),
     (dict(smoothness=-1), "smoothness"),
     (dict(markers=[[1000, 1000]]), "outside the image"),
@@ -99,3 +99,41 @@ def test_bad_images():
         mask.foreground_mask(np.full((50, 50), np.nan))
     with pytest.raises(InputError, match="within"):
         mask.graph_cut(np.full((10, 10), 2.0), 1.0)
+
+
+def test_modality_from_channel_names():
+    assert [mask.modality_of(n) for n in ("phase", "PhaseContrast_10x", "DIC", "brightfield",
+                                          "BF", "transmitted", "fluorescence", "GFP")] == \
+        ["phase", "phase", "dic", "brightfield", "brightfield", "brightfield", "fluorescence",
+         "fluorescence"]
+
+
+def test_keep_marked_drops_pieces_without_a_cell():
+    m = np.zeros((40, 40), bool)
+    m[2:10, 2:10] = m[20:30, 20:30] = m[2:6, 30:38] = True
+    kept = mask.keep_marked(m, [[5, 5], [25, 25]])
+    assert kept[5, 5] and kept[25, 25] and not kept[3, 33]
+
+
+def test_hint_makes_a_good_mask_where_labels_are_given(demo_fields):
+    """A few hundred labelled pixels (here sampled from the truth) give a good mask."""
+    f = demo_fields[0]
+    rng = np.random.default_rng(0)
+    hint = np.zeros(f.shape, np.uint8)
+    for value, where in ((1, f.cells > 0), (2, f.cells == 0)):
+        idx = rng.choice(np.flatnonzero(where), 150, replace=False)
+        hint.flat[idx] = value
+    m = mask.foreground_mask(f.images["brightfield"], "brightfield", hint=hint)
+    assert mask_iou(m, f.cells) > 0.8
+    with pytest.raises(InputError, match="some pixels labelled 1"):
+        mask.foreground_mask(f.images["brightfield"], "brightfield",
+                             hint=np.where(hint == 1, 0, hint))
+    with pytest.raises(InputError, match="does not match"):
+        mask.foreground_mask(f.images["brightfield"], "brightfield", hint=hint[:100])
+
+
+def test_transmitted_light_mask_runs_without_markers(demo_fields):
+    f = demo_fields[0]
+    for modality in ("phase", "dic"):
+        m = mask.foreground_mask(f.images["brightfield"], modality)
+        assert m.dtype == bool and 0.05 < m.mean() < 0.95
