@@ -46,6 +46,7 @@ def _cmd_markers(a) -> int:
 
 
 def _cmd_segment(a) -> int:
+    from .datasets import check_hint
     from .io import read_image, read_labels, read_markers, write_labels, write_table
     from .integrate import cell_table
     from .pipeline import modality_of, segment
@@ -74,7 +75,9 @@ def _cmd_segment(a) -> int:
         raise InputError(f"{len(images)} --image but {len(mods)} --modality values; give one "
                          "per image or none.")
     nucleus = read_image(a.nucleus) if a.nucleus else None
-    markers = read_markers(a.markers) if a.markers else None
+    markers = read_markers(a.markers, shape=images[0].shape) if a.markers else None
+    hint = check_hint(read_labels(a.hint), shape=images[0].shape, name=a.hint) if a.hint \
+        else None
     if synthetic:
         import numpy as np
         from .synthetic_nuclei import load_nucleus_model, predict_nuclei, synthetic_markers
@@ -91,8 +94,9 @@ def _cmd_segment(a) -> int:
     model = load_model(a.model)[0] if a.model else None
     cfg = TrainConfig(max_steps=a.steps, seed=a.seed, precision=a.precision)
     res = segment(images, mods, nucleus=nucleus, markers=markers, mask=mask,
-                  use_nucleus=a.use_nucleus, config=cfg, model=model, progress=not a.quiet)
-    inputs = [*a.image, a.nucleus, a.markers, a.mask, a.model, a.nucleus_model]
+                  use_nucleus=a.use_nucleus, config=cfg, model=model, progress=not a.quiet,
+                  hint=hint, background=a.background, threshold=a.threshold)
+    inputs = [*a.image, a.nucleus, a.markers, a.mask, a.model, a.nucleus_model, a.hint]
     write_labels(a.out, res.labels, protect=[p for p in inputs if p])
     if a.table:
         write_table(a.table, cell_table(res.labels, res.markers,
@@ -188,11 +192,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("segment", help="whole pipeline on one field -> label TIFF")
     p.add_argument("--image", action="append", required=True,
                    help="cell image (2-D); repeat for more channels")
-    p.add_argument("--modality", action="append", choices=["fluorescence", "brightfield"],
-                   help="per --image (default: from the file name)")
+    p.add_argument("--modality", action="append",
+                   choices=["fluorescence", "brightfield", "phase", "dic"],
+                   help="per --image (default: from the file name: phase*, dic*, bright*/bf* "
+                        "are transmitted light, anything else fluorescence)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--nucleus", help="nucleus image (markers from it)")
-    g.add_argument("--markers", help="marker CSV (row,col)")
+    g.add_argument("--markers", help="marker CSV, one point per cell: row,col (cellnb), "
+                   "X,Y (Fiji multi-point Measure, pixels) or axis-0,axis-1 (napari points)")
     p.add_argument("--markers-from", choices=["nucleus", "synthetic"], default="nucleus",
                    help="synthetic: markers from a synthetic nucleus image (notebook 02)")
     p.add_argument("--nucleus-model", help="synthetic-nucleus model (.keras) for "
@@ -200,6 +207,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--use-nucleus", action="store_true",
                    help="also train on the nucleus image (needs --nucleus)")
     p.add_argument("--mask", help="foreground mask TIFF (default: graph cut)")
+    p.add_argument("--hint", help="hint TIFF for the mask: a few pixels labelled 1 (cell) and "
+                   "2 (background), 0 elsewhere, for fields where the automatic mask fails")
+    p.add_argument("--background", choices=["mask", "threshold"], default="mask",
+                   help="integration: background outside the mask, each mask pixel to its "
+                        "most probable cell (default), or the paper's rule, below "
+                        "--threshold in every patch")
+    p.add_argument("--threshold", type=float, default=0.5,
+                   help="probability threshold of --background threshold")
     p.add_argument("--model", help="apply this trained .keras model instead of training")
     p.add_argument("--save-model", help="save the trained model here (.keras)")
     p.add_argument("--out", required=True, help="label TIFF to write")

@@ -49,7 +49,7 @@ __all__ = ["Task", "discover_fields", "parameter_sets", "load_grid", "plan", "ru
 
 #: Parameters of ``--mode segment`` and their defaults (the YAML may set any of them).
 SEGMENT_DEFAULTS = {"configs": ["fluorescence"], "steps": 300, "seed": 0, "threshold": 0.5,
-                    "patch_size": None, "precision": "auto"}
+                    "background": "mask", "patch_size": None, "precision": "auto"}
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png")
 
 
@@ -282,8 +282,9 @@ def _segment_run(task: Task, folder: Path) -> dict:
     for c in configs:
         res = pipeline.segment_field(field, pipeline.config_channels(c), config=cfg,
                                      model=model, patch_size=p["patch_size"], progress=False,
-                                     log=lambda s: None)
-        lab = integrate.integrate(res.probs, res.patches, float(p["threshold"]))
+                                     log=lambda s: None, background=str(p["background"]),
+                                     threshold=float(p["threshold"]))
+        lab = res.labels
         write_labels(folder / f"labels__{c}.tif", lab)
         write_table(folder / f"cells__{c}.csv",
                     integrate.cell_table(lab, res.markers, field.images))
@@ -359,7 +360,7 @@ def train_shared(fields: Sequence[str], params: dict, path: str, threads: int = 
     The fields' patch sets are laid side by side (:func:`cellnb.patches.concat`),
     so a training batch still holds the patches of one area of one field.
     """
-    from . import markers, patches, pipeline, train
+    from . import patches, pipeline, train
     from .datasets import load_field
     from .mask import foreground_mask
     _limit_threads(threads)
@@ -371,11 +372,10 @@ def train_shared(fields: Sequence[str], params: dict, path: str, threads: int = 
     chans = pipeline.config_channels(configs[0])
     sets = []
     for f in map(load_field, fields):
-        if f.nucleus is None:
-            raise InputError(f"{f.name}: --mode segment needs a nucleus image for markers.")
-        mk = markers.find_markers(f.nucleus)
+        mk = pipeline.field_markers(f)
         cell = [c for c in chans if c != "nucleus"]
-        m = foreground_mask(f.stack(cell), [pipeline.modality_of(c) for c in cell], markers=mk)
+        m = foreground_mask(f.stack(cell), [pipeline.modality_of(c) for c in cell], markers=mk,
+                            hint=f.hint)
         sets.append(pipeline.field_patches(f, chans, mk, m, p["patch_size"]))
     size = max(s.size for s in sets)
     if any(s.size != size for s in sets):

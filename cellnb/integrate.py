@@ -1,14 +1,43 @@
 """Step 5: from per-patch outputs to one label image of the whole field.
 
-Each pixel goes to the patch with the highest probability there; pixels
-where every patch is below 0.5 are background (paper, Methods). Ties go to
-the patch listed first (the lower marker index). Labels follow marker
-order: marker k (0-based) is label k + 1, so label ids match the marker CSV.
+Each pixel goes to the patch with the highest probability there (paper,
+Methods); ties go to the patch listed first (the lower marker index).
+Labels follow marker order: marker k (0-based) is label k + 1, so label ids
+match the marker CSV. What is background has two answers:
 
-Light clean-up (on by default, documented and switchable): a cell keeps
-only the connected piece that holds its marker (or its largest piece if
-the marker pixel went to a neighbour); stray fragments become background;
-background pin-holes fully enclosed by one cell are given to that cell.
+* ``mask`` given (the default of :func:`cellnb.pipeline.segment`): the
+  foreground mask decides what is a cell at all; the network decides which
+  cell. Its confident output, the paper's foreground (probability >=
+  `threshold`), gives each cell a *core*; every marker seeds its own cell
+  too, so no cell vanishes where the network is unsure. The rest of the
+  mask is flooded from the cores by a watershed over a *border landscape*
+  (:func:`border_landscape`): borders between cells settle on image ridges
+  (the bright line between touching cells in phase contrast, edges
+  otherwise) where the network gave no answer. A mask piece that holds no
+  core stays background.
+* no mask: the paper's rule, background where every patch is below
+  `threshold` (0.5).
+
+Why not the paper's rule with cellnb's mask? On real phase-contrast fields
+the network is confident only in a compact core of each long, thin cell,
+and the paper's rule keeps those cores alone. On the 8 Usiigaci fields
+(cellnb's mask, beta = 3, 300 steps): the paper's rule gives mIOU 0.394 /
+AP@0.5 0.220; every mask pixel to its most probable patch 0.578 / 0.599;
+cores flooded over the landscape 0.611 / 0.703, against 0.575 / 0.589 for
+the nearest-marker split of the same mask and 0.521 / 0.411 for the same
+watershed seeded by the markers alone (so the cores, i.e. the network,
+bring the gain).
+
+Patches cut at a working scale below 1 (large cells, see
+:func:`cellnb.patches.patch_geometry`) are integrated on their own grid and
+the labels are brought back to the original resolution, where the
+full-resolution mask gives the borders.
+
+Light clean-up (on by default, switchable): a cell keeps only the connected
+piece that holds its marker (or its largest piece if the marker pixel went
+to a neighbour); stray fragments become background (with a mask: are
+flooded again); background pin-holes fully enclosed by one cell are given
+to that cell.
 """
 from __future__ import annotations
 
@@ -18,7 +47,8 @@ from scipy import ndimage as ndi
 from .io import InputError, check_labels
 from .patches import PatchSet
 
-__all__ = ["predict_patches", "integrate", "keep_marker_component", "cell_table"]
+__all__ = ["predict_patches", "integrate", "border_landscape", "fill_mask",
+           "keep_marker_component", "cell_table"]
 
 
 def predict_patches(model, patches: PatchSet, batch_size: int = 128,
@@ -90,31 +120,8 @@ def keep_marker_component(labels: np.ndarray, centres: np.ndarray) -> np.ndarray
     return out
 
 
-def integrate(probs: np.ndarray, patches: PatchSet, threshold: float = 0.5,
-              cleanup: bool = True) -> np.ndarray:
-    """Whole-field label image from patch probabilities.
-
-    Parameters
-    ----------
-    probs : ndarray, shape (N, k, k)
-        :func:`predict_patches` output, same order as the patches/markers.
-    patches : PatchSet
-    threshold : float
-        Below this everywhere = background (paper: 0.5).
-    cleanup : bool
-        :func:`keep_marker_component`.
-
-    Returns
-    -------
-    labels : ndarray of int32, shape (H, W)
-        0 = background; label k + 1 = marker k.
-    """
-    probs = np.asarray(probs, np.float32)
-    if probs.shape != patches.x.shape[:3]:
-        raise InputError(f"integrate: probabilities of shape {probs.shape} do not match "
-                         f"{len(patches)} patches of {patches.size}x{patches.size}.")
-    if not (0 < threshold < 1):
-        raise InputError(f"integrate: threshold must be in (0, 1), got {threshold}.")
+def _argmax(probs: np.ndarray, patches: PatchSet) -> tuple[np.ndarray, np.ndarray]:
+    """Highest probability and its patch (label k + 1 = patch k) on the patches' grid."""
     h, w = patches.shape
     k, pad = patches.size, patches.pad
     best = np.zeros((h + 2 * pad, w + 2 * pad), np.float32)
@@ -124,10 +131,138 @@ def integrate(probs: np.ndarray, patches: PatchSet, threshold: float = 0.5,
         win = probs[i] > sub_b
         sub_b[win] = probs[i][win]
         lab[r:r + k, c:c + k][win] = i + 1
-    best = best[pad:pad + h, pad:pad + w]
-    lab = lab[pad:pad + h, pad:pad + w]
-    lab[best < threshold] = 0
-    return keep_marker_component(lab, patches.centres) if cleanup else lab
+    return best[pad:pad + h, pad:pad + w], lab[pad:pad + h, pad:pad + w]
+
+
+def _full_resolution(img: np.ndarray, shape, order: int) -> np.ndarray:
+    from skimage.transform import resize
+    return resize(img, shape, order=order, preserve_range=True,
+                  anti_aliasing=False).astype(img.dtype)
+
+
+def fill_mask(labels: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Give every unlabelled mask pixel the label of the nearest labelled pixel of its piece.
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape (H, W)
+        0 = not yet labelled.
+    mask : ndarray of bool, shape (H, W)
+
+    Returns
+    -------
+    ndarray of int32
+        Labels outside the mask are removed; mask pieces holding no label stay 0.
+    """
+    from skimage.segmentation import watershed
+    lab = np.where(mask, labels, 0).astype(np.int32)
+    if not lab.any():
+        return lab
+    # flooding the distance to the labelled pixels = nearest label, along the mask only
+    return watershed(ndi.distance_transform_edt(lab == 0), lab, mask=mask).astype(np.int32)
+
+
+def border_landscape(images, modalities) -> np.ndarray:
+    """The relief whose ridges separate touching cells, for flooding from the cores.
+
+    Phase contrast: the lightly smoothed intensity (touching cells are
+    parted by a bright halo line). Other modalities: the gradient magnitude
+    (cells are parted by an edge). Several channels are summed, each scaled
+    to unit standard deviation.
+
+    Parameters
+    ----------
+    images : ndarray, shape (H, W) or (H, W, C)
+        Cell channels (raw or normalised).
+    modalities : str or sequence of str
+        One of :data:`cellnb.mask.MODALITIES` per channel.
+
+    Returns
+    -------
+    ndarray of float32, shape (H, W)
+    """
+    from skimage.filters import sobel
+    from .io import check_image, normalize
+    img = check_image(images, name="image")
+    planes = [img] if img.ndim == 2 else [img[..., c] for c in range(img.shape[-1])]
+    mods = [modalities] * len(planes) if isinstance(modalities, str) else list(modalities)
+    if len(mods) != len(planes):
+        raise InputError(f"border_landscape: {len(planes)} channel(s) but {len(mods)} "
+                         "modalities.")
+    out = np.zeros(planes[0].shape, np.float64)
+    for plane, mod in zip(planes, mods):
+        x = normalize(plane).astype(np.float64)
+        r = ndi.gaussian_filter(x, 1.5) if mod == "phase" else sobel(ndi.gaussian_filter(x, 1.0))
+        out += r / (r.std() + 1e-12)
+    return out.astype(np.float32)
+
+
+def integrate(probs: np.ndarray, patches: PatchSet, threshold: float = 0.5,
+              cleanup: bool = True, mask=None, landscape=None) -> np.ndarray:
+    """Whole-field label image from patch probabilities.
+
+    Parameters
+    ----------
+    probs : ndarray, shape (N, k, k)
+        :func:`predict_patches` output, same order as the patches/markers.
+    patches : PatchSet
+    threshold : float
+        The network's foreground (paper: 0.5). Without `mask`: background
+        where every patch is below it. With `mask`: the cells' cores.
+    cleanup : bool
+        :func:`keep_marker_component` (on the cores, with `mask`).
+    mask : ndarray of bool, shape (H, W), optional
+        Foreground mask at the original resolution: background is outside
+        it, and the cores are flooded through it (module docstring).
+    landscape : ndarray, shape (H, W), optional
+        With `mask`: the relief to flood over (:func:`border_landscape`);
+        default the distance to the nearest core (:func:`fill_mask`).
+
+    Returns
+    -------
+    labels : ndarray of int32, shape (H, W) of the original image
+        0 = background; label k + 1 = marker k.
+    """
+    probs = np.asarray(probs, np.float32)
+    if probs.shape != patches.x.shape[:3]:
+        raise InputError(f"integrate: probabilities of shape {probs.shape} do not match "
+                         f"{len(patches)} patches of {patches.size}x{patches.size}.")
+    if not (0 < threshold < 1):
+        raise InputError(f"integrate: threshold must be in (0, 1), got {threshold}.")
+    full = tuple(patches.full_shape or patches.shape)
+    centres = patches.centres if patches.markers is None else \
+        np.round(patches.markers).astype(np.int64)
+    best, lab = _argmax(probs, patches)
+    if mask is None:
+        if lab.shape != full:
+            lab = _full_resolution(lab, full, order=0)
+            best = _full_resolution(best, full, order=1)
+        lab[best < threshold] = 0
+        return keep_marker_component(lab, centres) if cleanup else lab
+    mask = np.asarray(mask, bool)
+    if mask.shape != full:
+        raise InputError(f"integrate: mask shape {mask.shape} does not match the image {full}.")
+    cores = np.where(best >= threshold, lab, 0).astype(np.int32)
+    if cores.shape != full:
+        cores = _full_resolution(cores, full, order=0)
+    cores[~mask] = 0
+    # every marker seeds its own cell, also where the network is unsure everywhere
+    seeded = np.zeros(len(centres) + 1, bool)
+    seeded[np.unique(cores)] = True
+    r, c = centres[:, 0], centres[:, 1]
+    free = ~seeded[1:] & mask[r, c] & (cores[r, c] == 0)
+    cores[r[free], c[free]] = np.flatnonzero(free) + 1
+    if cleanup:
+        cores = keep_marker_component(cores, centres)
+        cores[~mask] = 0
+    if landscape is None:
+        return fill_mask(cores, mask)
+    landscape = np.asarray(landscape)
+    if landscape.shape != full:
+        raise InputError(f"integrate: landscape shape {landscape.shape} does not match the "
+                         f"image {full}.")
+    from skimage.segmentation import watershed
+    return watershed(landscape, cores, mask=mask).astype(np.int32)
 
 
 def cell_table(labels, markers, images: dict | None = None) -> list[dict]:

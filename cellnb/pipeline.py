@@ -19,8 +19,10 @@ from . import markers as _markers
 from . import patches as _patches
 from . import train as _train
 from .io import InputError, check_image, check_markers, normalize
+from .mask import modality_of
 
-__all__ = ["SegmentResult", "segment", "segment_field", "modality_of", "config_channels",
+__all__ = ["SegmentResult", "BACKGROUNDS", "segment", "segment_field", "field_markers",
+           "modality_of", "config_channels",
            "cached_markers", "cached_mask", "field_patches", "cached_model", "apply_model",
            "cached_labels", "baseline_labels", "classical_labels", "cached_nucleus_model", "synthetic_field_markers"]
 
@@ -57,13 +59,6 @@ class SegmentResult:
         return int(len(np.unique(self.labels[self.labels > 0])))
 
 
-def modality_of(name: str) -> str:
-    """Mask modality for a channel name: bright-field-like names, else fluorescence."""
-    n = name.lower()
-    return "brightfield" if any(k in n for k in ("bright", "bf", "phase", "dic", "transmit")) \
-        else "fluorescence"
-
-
 def _as_channels(images) -> np.ndarray:
     if isinstance(images, (list, tuple)):
         planes = [check_image(im, name=f"image {i + 1}", allow_channels=False)
@@ -77,19 +72,24 @@ def _as_channels(images) -> np.ndarray:
     return img[..., None] if img.ndim == 2 else img
 
 
+BACKGROUNDS = ("mask", "threshold")
+
+
 def segment(images, modalities: Sequence[str] | str | None = None, nucleus=None, markers=None,
             mask=None, use_nucleus: bool = False, patch_size: int | None = None,
             sigma: float = 15.0, config: _train.TrainConfig | None = None, model=None,
-            progress: bool = True, log: Callable[[str], None] | None = None) -> SegmentResult:
+            progress: bool = True, log: Callable[[str], None] | None = None, hint=None,
+            background: str = "mask", threshold: float = 0.5) -> SegmentResult:
     """Segment whole cells in one field without labels.
 
     Parameters
     ----------
     images : array (H, W) / (H, W, C), or list of (H, W) arrays
-        Cell image channel(s): fluorescence and/or bright-field.
+        Cell image channel(s): fluorescence and/or transmitted light.
     modalities : str or sequence of str, optional
-        ``"fluorescence"``/``"brightfield"`` per channel (for the mask);
-        default fluorescence.
+        One of :data:`cellnb.mask.MODALITIES` per channel (``"fluorescence"``,
+        ``"brightfield"``, ``"phase"``, ``"dic"``; for the mask); default
+        fluorescence.
     nucleus : array (H, W), optional
         Nucleus image: markers come from it (unless `markers` is given) and,
         with ``use_nucleus=True``, it is also a network input.
@@ -100,9 +100,10 @@ def segment(images, modalities: Sequence[str] | str | None = None, nucleus=None,
     use_nucleus : bool
         Add the nucleus image as an input channel (paper Table I).
     patch_size : int, optional
-        Default :func:`cellnb.patches.default_patch_size`.
+        Patch side; default (and the working scale, always) from
+        :func:`cellnb.patches.patch_geometry`, so that the cells fit.
     sigma : float
-        Gaussian-disk sigma (paper: 15).
+        Gaussian-disk sigma in px at the working scale (paper: 15).
     config : TrainConfig, optional
         Training parameters (step budget, seed, ...).
     model : keras.Model, optional
@@ -112,12 +113,24 @@ def segment(images, modalities: Sequence[str] | str | None = None, nucleus=None,
         Progress bar for training.
     log : callable, optional
         Receives one line per step (default: stderr).
+    hint : array of int (H, W), optional
+        Hand-labelled pixels for the mask (1 = cell, 2 = background).
+    background : {"mask", "threshold"}
+        What integration calls background: outside the mask, every mask
+        pixel going to its most probable cell (default), or the paper's
+        rule, below `threshold` in every patch (:func:`cellnb.integrate.integrate`).
+    threshold : float
+        Probability threshold of ``background="threshold"``.
 
     Returns
     -------
     SegmentResult
     """
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
+    if background not in BACKGROUNDS:
+        raise InputError(f"background must be one of {BACKGROUNDS}, got {background!r}.")
+    if not (0 < threshold < 1):
+        raise InputError(f"threshold must be in (0, 1), got {threshold}.")
     img = _as_channels(images)
     h, w, c = img.shape
     mods = [modalities or "fluorescence"] * c if isinstance(modalities, (str, type(None))) \
@@ -138,12 +151,12 @@ def segment(images, modalities: Sequence[str] | str | None = None, nucleus=None,
             raise InputError("no markers: give a nucleus image or a marker CSV (or synthetic "
                              "nuclei, notebook 02).")
         markers = _markers.find_markers(nucleus)
-    markers = check_markers(markers, (h, w))
+    markers = check_markers(markers, (h, w), unique=True)
     secs["markers"] = time.perf_counter() - t
     log(f"[cellnb] {len(markers)} markers")
     t = time.perf_counter()
     if mask is None:
-        mask = _mask.foreground_mask(img, mods, markers=markers)
+        mask = _mask.foreground_mask(img, mods, markers=markers, hint=hint)
     else:
         mask = np.asarray(mask)
         if mask.shape != (h, w):
@@ -155,12 +168,15 @@ def segment(images, modalities: Sequence[str] | str | None = None, nucleus=None,
     if use_nucleus:
         chans.append(normalize(nucleus))
     x = np.stack(chans, -1)
-    size = patch_size or _patches.default_patch_size(markers)
-    ps = _patches.extract_patches(x, markers, mask, size=size, sigma=sigma)
+    if model is not None and model.input_shape[1] is not None:
+        patch_size = int(model.input_shape[1])      # the side the model was built for
+    size, scale = _patches.patch_geometry(markers, mask, size=patch_size)
+    ps = _patches.extract_patches(x, markers, mask, size=size, sigma=sigma, scale=scale)
+    where = "" if scale == 1 else f" at working scale {scale:.2f} (cells larger than the patch)"
     t = time.perf_counter()
     result = None
     if model is None:
-        log(f"[cellnb] training on {len(ps)} patches of {size}x{size}")
+        log(f"[cellnb] training on {len(ps)} patches of {size}x{size}{where}")
         result = _train.train(ps, config, progress=progress, sigma=sigma,
                               channels=list(mods) + (["nucleus"] if use_nucleus else []))
         model = result.model
@@ -168,7 +184,11 @@ def segment(images, modalities: Sequence[str] | str | None = None, nucleus=None,
     secs["train"] = time.perf_counter() - t
     t = time.perf_counter()
     probs = _integrate.predict_patches(model, ps)
-    labels = _integrate.integrate(probs, ps)
+    if background == "mask":
+        labels = _integrate.integrate(probs, ps, threshold, mask=mask,
+                                      landscape=_integrate.border_landscape(img, mods))
+    else:
+        labels = _integrate.integrate(probs, ps, threshold)
     secs["integrate"] = time.perf_counter() - t
     return SegmentResult(labels=labels, markers=markers, mask=mask, probs=probs, patches=ps,
                          training=result, seconds=secs)
@@ -179,7 +199,9 @@ def segment_field(field, channels: Sequence[str], markers=None, mask=None, **kwa
     """:func:`segment` on a :class:`~cellnb.datasets.Field`, by channel names.
 
     ``channels`` may include ``"nucleus"`` to use it as an input (Table I);
-    the mask is built from the cell channels only.
+    the mask is built from the cell channels only (with the field's hint,
+    if it has one). Markers: `markers`, else the nucleus image's, else the
+    field's ``markers.csv``.
     """
     names = list(channels)
     use_nuc = "nucleus" in names
@@ -189,9 +211,39 @@ def segment_field(field, channels: Sequence[str], markers=None, mask=None, **kwa
     missing = [n for n in names if n not in field.images]
     if missing:
         raise InputError(f"{field.name}: no channel {missing}; it has {list(field.images)}.")
+    if markers is None and field.nucleus is None:
+        markers = field_markers(field)
+    kwargs.setdefault("hint", field.hint)
     return segment([field.images[n] for n in cell], [modality_of(n) for n in cell],
                    nucleus=field.nucleus, markers=markers, mask=mask, use_nucleus=use_nuc,
                    **kwargs)
+
+
+def field_markers(field, sigma: float = 1.0) -> np.ndarray:
+    """The field's own markers: from its nucleus image, else its ``markers.csv``.
+
+    Parameters
+    ----------
+    field : Field
+    sigma : float
+        Denoising of the nucleus image (:func:`cellnb.markers.find_markers`).
+
+    Returns
+    -------
+    ndarray of float64, shape (N, 2)
+
+    Raises
+    ------
+    InputError
+        When the field has neither (then use synthetic nuclei, notebook 02).
+    """
+    if field.nucleus is not None:
+        return _markers.find_markers(field.nucleus, sigma=sigma)
+    if field.markers is not None:
+        return field.markers
+    raise InputError(f"{field.name}: no nucleus image and no markers.csv, so no marker per "
+                     "cell; add a markers.csv (one click per cell: Fiji multi-point or napari "
+                     "points export) or use synthetic nuclei (notebook 02).")
 
 
 # --------------------------------------------------------------------------
@@ -211,7 +263,8 @@ def cached_markers(field, run, source: str = "nucleus"):
     Parameters
     ----------
     source : {"nucleus", "synthetic"}
-        ``"nucleus"``: notebook 01's markers (computed now if missing);
+        ``"nucleus"``: notebook 01's markers (computed now if missing): from the
+        nucleus image, or the field's ``markers.csv`` when it has none;
         ``"synthetic"``: notebook 02's markers from a synthetic nucleus image
         (must exist). One run folder should use one source throughout.
     """
@@ -224,10 +277,7 @@ def cached_markers(field, run, source: str = "nucleus"):
     if source == "synthetic":
         raise InputError(f"{field.name}: no synthetic-nucleus markers at {p}; run notebook 02 "
                          "first (or use markers_from: nucleus).")
-    if field.nucleus is None:
-        raise InputError(f"{field.name}: no nucleus image and no markers in {p.parent}; run "
-                         "notebook 02 (synthetic nuclei) or provide markers.")
-    m = _markers.find_markers(field.nucleus)
+    m = field_markers(field)
     write_markers(p, m)
     return m
 
@@ -241,17 +291,21 @@ def cached_mask(field, run, cell_channels: Sequence[str], markers=None) -> np.nd
         return read_labels(p) > 0
     markers = cached_markers(field, run) if markers is None else markers
     m = _mask.foreground_mask(np.stack([field.images[c] for c in cell], -1),
-                              [modality_of(c) for c in cell], markers=markers)
+                              [modality_of(c) for c in cell], markers=markers, hint=field.hint)
     write_image(p, m.astype(np.uint8))
     return m
 
 
 def field_patches(field, channels: Sequence[str], markers, mask, patch_size: int | None = None,
                   sigma: float = 15.0):
-    """Patches of a field for a channel set (same recipe for training and applying)."""
-    size = patch_size or _patches.default_patch_size(markers)
+    """Patches of a field for a channel set (same recipe for training and applying).
+
+    The patch side (unless given) and the working scale follow the cells
+    (:func:`cellnb.patches.patch_geometry`).
+    """
+    size, scale = _patches.patch_geometry(markers, mask, size=patch_size)
     return _patches.extract_patches(field.stack(list(channels)), markers, mask, size=size,
-                                    sigma=sigma)
+                                    sigma=sigma, scale=scale)
 
 
 def cached_model(field, config: str, run, train_config: _train.TrainConfig | None = None,
@@ -276,7 +330,7 @@ def cached_model(field, config: str, run, train_config: _train.TrainConfig | Non
 
 
 def apply_model(model, meta: dict, field, channels: Sequence[str], markers, mask,
-                threshold: float = 0.5) -> np.ndarray:
+                threshold: float = 0.5, background: str = "mask") -> np.ndarray:
     """Label image of `field` from a trained model (patches made as the model expects).
 
     Parameters
@@ -289,24 +343,35 @@ def apply_model(model, meta: dict, field, channels: Sequence[str], markers, mask
     markers : ndarray (N, 2)
     mask : ndarray of bool (H, W)
     threshold : float
-        Background where every patch is below it (paper: 0.5).
+        With ``background="threshold"``: background where every patch is
+        below it (paper: 0.5).
+    background : {"mask", "threshold"}
+        As in :func:`segment`.
 
     Returns
     -------
     labels : ndarray of int32, shape (H, W); label k + 1 = marker k
     """
+    if background not in BACKGROUNDS:
+        raise InputError(f"background must be one of {BACKGROUNDS}, got {background!r}.")
     if model.input_shape[-1] != len(channels) + 1:
         raise InputError(f"the model takes {model.input_shape[-1] - 1} image channel(s) but "
                          f"{len(channels)} were given ({list(channels)}); apply it to the "
                          "channels it was trained on.")
     ps = field_patches(field, channels, markers, mask, meta.get("patch_size"),
                        meta.get("sigma", 15.0))
-    return _integrate.integrate(_integrate.predict_patches(model, ps), ps, threshold)
+    probs = _integrate.predict_patches(model, ps)
+    if background == "threshold":
+        return _integrate.integrate(probs, ps, threshold)
+    cell = [c for c in channels if c != "nucleus"]
+    relief = _integrate.border_landscape(field.stack(cell), [modality_of(c) for c in cell])
+    return _integrate.integrate(probs, ps, threshold, mask=mask, landscape=relief)
 
 
 def cached_labels(field, config: str, run, train_config: _train.TrainConfig | None = None,
                   threshold: float = 0.5, model_field=None, progress: bool = True,
-                  markers_from: str = "nucleus", overwrite: bool = False) -> np.ndarray:
+                  markers_from: str = "nucleus", overwrite: bool = False,
+                  background: str = "mask") -> np.ndarray:
     """Label image of (field, config) from the run folder, or made (and saved) now.
 
     Parameters
@@ -317,7 +382,9 @@ def cached_labels(field, config: str, run, train_config: _train.TrainConfig | No
         ``labels/<field>__<config>__model-<other>.tif``.
     overwrite : bool
         Integrate again even if the label image exists (notebook 05 does, so
-        a new `threshold` takes effect).
+        a new `threshold` or `background` takes effect).
+    background : {"mask", "threshold"}
+        Integration's background rule (:func:`segment`).
 
     Returns
     -------
@@ -334,14 +401,14 @@ def cached_labels(field, config: str, run, train_config: _train.TrainConfig | No
                                markers_from=markers_from)
     mk = cached_markers(field, run, markers_from)
     labels = apply_model(model, meta, field, chans, mk, cached_mask(field, run, chans, mk),
-                         threshold)
+                         threshold, background)
     write_labels(p, labels)
     return labels
 
 
 def baseline_labels(field, run, cell_channels: Sequence[str], method: str = "propagate",
-                    markers_from: str = "nucleus") -> np.ndarray:
-    """A classical seeded segmentation of `field` within the same mask as the CNN.
+                    markers_from: str = "nucleus", mask: str = "cellnb") -> np.ndarray:
+    """A classical seeded segmentation of `field`, on the CNN's markers.
 
     Parameters
     ----------
@@ -350,10 +417,21 @@ def baseline_labels(field, run, cell_channels: Sequence[str], method: str = "pro
     method : {"propagate", "nearest"}
         :func:`cellnb.baseline.propagate` (CellProfiler-like, seeded by the
         nuclei of notebook 01's segmentation) or the nearest-marker split.
+    mask : {"cellnb", "classical"}
+        Inside the CNN's own mask (notebook 03), or inside the mask a
+        classical pipeline makes itself from the first cell channel
+        (:func:`cellnb.baseline.classical_mask`, one Otsu threshold).
     """
+    from .baseline import classical_mask
     cell = [c for c in cell_channels if c != "nucleus"]
     mk = cached_markers(field, run, markers_from)
-    return classical_labels(field, cell, mk, cached_mask(field, run, cell, mk), method,
+    if mask == "cellnb":
+        m = cached_mask(field, run, cell, mk)
+    elif mask == "classical":
+        m = classical_mask(field.images[cell[0]], modality_of(cell[0]))
+    else:
+        raise InputError(f"baseline mask must be 'cellnb' or 'classical', got {mask!r}.")
+    return classical_labels(field, cell, mk, m, method,
                             seed_nuclei=markers_from == "nucleus")
 
 

@@ -189,7 +189,8 @@ def patch_outputs(patches, probs: dict, truth=None, n: int = 8, seed: int = 0):
     probs : dict of str -> ndarray (N, k, k)
         Model name -> patch probabilities (one row each).
     truth : ndarray of int (H, W), optional
-        Ground-truth cells; the true cell of each patch is outlined in yellow.
+        Ground-truth cells at the original resolution; the true cell of each
+        patch is outlined in yellow (brought to the patches' working scale).
     n : int
         Number of patches (random, seeded).
     """
@@ -201,7 +202,12 @@ def patch_outputs(patches, probs: dict, truth=None, n: int = 8, seed: int = 0):
     k, pad = patches.size, patches.pad
     tpad = None
     if truth is not None:
-        tpad = np.pad(np.asarray(truth), pad)
+        truth = np.asarray(truth)
+        if truth.shape != tuple(patches.shape):
+            from skimage.transform import resize
+            truth = resize(truth, patches.shape, order=0, preserve_range=True,
+                           anti_aliasing=False).astype(truth.dtype)
+        tpad = np.pad(truth, pad)
     for j, i in enumerate(idx):
         r, c = patches.corners[i]
         true_cell = None

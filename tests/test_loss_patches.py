@@ -98,7 +98,42 @@ def test_area_batches_cover_every_patch_once():
             assert np.ptp(ps.centres[g], axis=0).max() < 400
 
 
-def test_default_patch_size_grows_with_cells():
+def _disks(radius, n=3, size=None):
+    """n separate discs of `radius` on a row, markers at their centres."""
+    size = size or int(2 * radius + 10)
+    mask = np.zeros((size, n * size), bool)
+    yy, xx = np.mgrid[:size, :n * size]
+    mk = np.array([[size / 2, size / 2 + i * size] for i in range(n)])
+    for r, c in mk:
+        mask |= (yy - r) ** 2 + (xx - c) ** 2 <= radius ** 2
+    return mask, mk
+
+
+def test_patch_geometry_follows_the_cells():
+    for radius, want in ((20, (64, 1.0)), (40, (96, 1.0))):
+        m, mk = _disks(radius)
+        assert patches.cell_reach(m, mk) == pytest.approx([radius] * 3, abs=0.6)
+        assert patches.patch_geometry(mk, m) == want
+    m, mk = _disks(100)                       # cells far larger than 96 px: work at a scale
+    size, scale = patches.patch_geometry(mk, m)
+    assert size == 64 and scale == pytest.approx(30 / 100, abs=0.01)
+    assert patches.patch_geometry(mk, m, size=96)[1] == pytest.approx(46 / 100, abs=0.01)
+    assert patches.patch_geometry(mk, m, min_scale=0.5)[1] == 0.5
     grid = np.stack(np.meshgrid(np.arange(10) * 20.0, np.arange(10) * 20.0), -1).reshape(-1, 2)
-    assert patches.default_patch_size(grid) == 64
-    assert patches.default_patch_size(grid * 3) == 96   # spacing 60 -> 1.6 * 60 = 96
+    assert patches.patch_geometry(grid) == (64, 1.0)        # no mask: marker spacing
+    with pytest.raises(InputError, match="even"):
+        patches.patch_geometry(mk, m, size=63)
+
+
+def test_patches_at_a_working_scale_keep_the_original_markers():
+    m, mk = _disks(100)
+    img = m.astype(np.float32) + np.random.default_rng(0).random(m.shape).astype(np.float32)
+    ps = patches.extract_patches(img, mk, m, size=64, scale=0.3)
+    assert ps.scale == 0.3 and ps.full_shape == m.shape
+    assert ps.shape == (round(m.shape[0] * 0.3), round(m.shape[1] * 0.3))
+    np.testing.assert_allclose(ps.markers, mk)
+    # the marker lands on the centre pixel of its patch at the working scale
+    np.testing.assert_allclose(ps.centres, np.round((mk + 0.5) * 0.3 - 0.5), atol=1)
+    assert not ps.outside[:, 32, 32].any()             # the cell centre is inside the mask
+    with pytest.raises(InputError, match="scale"):
+        patches.extract_patches(img, mk, m, scale=1.5)

@@ -55,7 +55,7 @@ def test_save_load_resume(tmp_path, small_patches):
     p = train.save_model(res, tmp_path / "m.keras")
     meta = json.loads((tmp_path / "m.json").read_text())
     assert meta["steps"] == 4 and meta["channels"] == ["fluorescence"]
-    assert meta["config"]["beta"] == 15.0 and len(meta["history"]) == 4
+    assert meta["config"]["beta"] == 3.0 and len(meta["history"]) == 4
     assert meta["config"]["precision"] in ("float32", "mixed_bfloat16")   # "auto", resolved
     model, meta2 = train.load_model(p)
     before = [w.copy() for w in model.get_weights()]
@@ -99,6 +99,35 @@ def test_integrate_known_probabilities():
     assert integrate.integrate(tie, ps, cleanup=False)[20, 20] == 1
     with pytest.raises(InputError, match="threshold"):
         integrate.integrate(probs, ps, threshold=1.5)
+
+
+def test_integrate_inside_the_mask():
+    """With a mask, every mask pixel is some cell's and nothing outside it is."""
+    img = np.random.default_rng(0).random((40, 60)).astype(np.float32)
+    ps = patches.extract_patches(img, [[20, 12], [20, 30]], size=16)
+    probs = np.zeros((2, 16, 16), np.float32)
+    probs[0, 4:12, 4:12] = 0.9      # rows 16-23, cols 8-15: a confident core of cell 1
+    probs[1, :, :] = 0.1            # cell 2: everywhere unsure, still the most probable
+    m = np.zeros((40, 60), bool)
+    m[14:26, 5:55] = True           # one mask piece, longer than both patches together
+    lab = integrate.integrate(probs, ps, mask=m)
+    assert (lab[~m] == 0).all() and (lab[m] > 0).all()
+    assert lab[20, 12] == 1 and lab[20, 30] == 2
+    assert lab[20, 50] == 2         # beyond every patch: the nearest cell of its piece
+    assert integrate.integrate(probs, ps)[20, 30] == 0     # the paper's rule: below 0.5
+    with pytest.raises(InputError, match="mask shape"):
+        integrate.integrate(probs, ps, mask=m[:10])
+
+
+def test_integrate_at_a_working_scale_returns_full_resolution():
+    img = np.random.default_rng(1).random((80, 80)).astype(np.float32)
+    mk = np.array([[40.0, 20.0], [40.0, 60.0]])
+    ps = patches.extract_patches(img, mk, size=16, scale=0.5)
+    probs = np.zeros((2, 16, 16), np.float32)
+    probs[:, 4:12, 4:12] = 0.9
+    lab = integrate.integrate(probs, ps)
+    assert lab.shape == (80, 80) and lab[40, 20] == 1 and lab[40, 60] == 2
+    assert (lab == 1).sum() == pytest.approx(16 * 16, rel=0.2)   # 8x8 at half scale
 
 
 def test_keep_marker_component_and_table():
