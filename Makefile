@@ -1,5 +1,6 @@
 # Two commands on a fresh machine with Python >= 3.11 and pip:
 #   make demo   set up .venv, run all notebooks on the bundled data into runs/demo/
+#               (synthetic fields, then the real phase-contrast field into runs/demo/real/)
 #   make test   set up .venv with test extras, run the test suite
 PYTHON ?= python3
 VENV   ?= .venv
@@ -17,6 +18,8 @@ setup: $(VENV)/.installed
 
 demo: $(VENV)/.installed
 	$(PY) -m cellnb run-notebooks --params notebooks/demo.yaml --out $(RUN)
+	$(PY) -m cellnb run-notebooks --params notebooks/demo_real.yaml --out $(RUN)/real \
+	    --only 01 03 04 05 06
 
 # Table I on all four demo fields x three input sets, scored against ground truth
 # (12 trainings; at STEPS=300 about 70 min on 2 CPU cores); rows stream to runs/table1/table1.md

@@ -11,7 +11,9 @@ parameters shared by every notebook that declares them (in its cell tagged
       steps: 200
 
 Each notebook receives only the parameters it declares, plus ``out_dir``
-(the run folder). A key that no notebook declares is an error (a typo
+(the run folder). Folder parameters (``data_dir``, ``pretrained``) given as
+relative paths are relative to where the command runs, not to the notebook
+folder. A key that no notebook declares is an error (a typo
 would otherwise be silently ignored). Executed copies are written to the
 run folder as ``NN_name.ipynb``; a failing notebook stops the run with its
 name and the error, and its partially executed copy stays for inspection.
@@ -84,6 +86,27 @@ def load_params(path: str | Path | None) -> dict:
     return data
 
 
+#: parameters that name folders: relative values are resolved against the caller's directory
+PATH_PARAMS = ("data_dir", "pretrained")
+
+
+def resolve_paths(params: dict, cwd: str | Path | None = None) -> dict:
+    """A copy of `params` with relative folder parameters made absolute (also in sections)."""
+    base = Path(cwd or os.getcwd())
+
+    def fix(d: dict) -> dict:
+        out = {}
+        for k, v in d.items():
+            if isinstance(v, dict):
+                out[k] = fix(v)
+            elif k in PATH_PARAMS and isinstance(v, str) and v and not Path(v).is_absolute():
+                out[k] = str((base / v).resolve())
+            else:
+                out[k] = v
+        return out
+    return fix(params)
+
+
 def _declared(nb: Path) -> dict:
     import papermill as pm
     return pm.inspect_notebook(str(nb))
@@ -143,6 +166,7 @@ def run_notebooks(out_dir: str | Path, params: dict | str | Path | None = None,
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     if not isinstance(params, dict):
         params = load_params(params)
+    params = resolve_paths(params)
     all_nbs = find_notebooks(folder)
     nbs = find_notebooks(folder, only)
     declared = {nb: _declared(nb) for nb in all_nbs}

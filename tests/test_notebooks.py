@@ -1,5 +1,6 @@
 """Each numbered notebook runs headless with papermill on small parameters."""
 import csv
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -7,6 +8,7 @@ import pytest
 from cellnb.__main__ import main
 
 pytestmark = pytest.mark.slow
+DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 def _run(tmp_path, only, yaml_text):
@@ -60,7 +62,9 @@ def test_notebooks_04_05_06_train_integrate_evaluate(tmp_path):
     # 06: Table I with the CNN rows then the two classical rows, real figures in range
     t1 = _table(out / "tables" / "06_table1.csv")
     assert [r["method"] for r in t1][:2] == ["fluorescence", "fluorescence+nucleus"]
-    assert [r["method"].split(":")[0] for r in t1[2:]] == ["classical", "classical"]
+    assert [r["method"].split(":")[0] for r in t1[2:]] == ["classical"] * 4
+    assert [r["method"].rsplit(", ", 1)[1] for r in t1[2:]] == \
+        ["cellnb mask", "cellnb mask", "classical mask", "classical mask"]
     for r in t1:
         assert 0 < float(r["mIOU"]) < 1 and int(r["cells"]) > 300
     agree = _table(out / "tables" / "06_agreement.csv")
@@ -76,7 +80,7 @@ def test_notebook_02_synthetic_nuclei(tmp_path):
     out = _run(tmp_path, ["02"],
                "02_synthetic_nuclei:\n  train_fields: [field_01, field_02]\n"
                "  test_fields: [field_03]\n  fields: [field_03]\n  inputs: [fluorescence]\n"
-               "  pretrained: ../data/models\n  segment_steps: 2\n")
+               f"  pretrained: {DATA / 'models'}\n  segment_steps: 2\n")
     rows = _table(out / "tables" / "02_synthetic_markers.csv")
     assert [(r["field"], r["inputs"]) for r in rows] == [("field_03", "fluorescence")]
     assert int(rows[0]["nuclei"]) == 404 and float(rows[0]["F1"]) > 0.7
@@ -84,3 +88,14 @@ def test_notebook_02_synthetic_nuclei(tmp_path):
     assert (out / "figures" / "02_composite_field_03_fluorescence.png").exists()
     seg = _table(out / "tables" / "02_segmentation.csv")
     assert [r["markers"] for r in seg] == ["real", "synthetic (fluorescence)"]
+
+
+def test_notebooks_01_03_on_the_real_phase_contrast_field(tmp_path):
+    """No nucleus image: markers from markers.csv, the phase-contrast mask (notebook 03)."""
+    out = _run(tmp_path, ["01", "03"],
+               f"data_dir: {DATA / 'real'}\nfields: [set13]\ninteractive: false\n")
+    rows = _table(out / "tables" / "01_markers.csv")
+    assert rows == [{"field": "set13", "source": "markers.csv", "markers": "104"}]
+    assert float(_table(out / "tables" / "03_mask.csv")[0]["iou_phase"]) > 0.65   # measured 0.670
+    assert (out / "masks" / "set13__phase.tif").exists()
+    assert (out / "figures" / "01_markers_set13.png").exists()

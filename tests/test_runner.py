@@ -58,7 +58,7 @@ def test_notebook_01_runs_headless(tmp_path):
     assert (out / "markers" / "field_02.csv").exists()
     assert not (out / "markers" / "field_01.csv").exists()
     table = (out / "tables" / "01_markers.csv").read_text().splitlines()
-    assert table[0].startswith("field,markers,nuclei,precision,recall,f1")
+    assert table[0].startswith("field,source,markers,nuclei,precision,recall,f1")
     assert float(table[1].split(",")[-1]) >= 0.95
     assert (out / "figures" / "01_markers_field_02.png").stat().st_size > 10_000
 
