@@ -1,11 +1,12 @@
-"""A cached 1750x1750 synthetic field for the benchmarks.
+"""Shared pieces of the benchmarks: a cached paper-sized field, TrainConfig overrides, table rows.
 
 The paper's fields are 1750x1750 px at 20x with A431 cells ~40-50 px across
 (~1000-1500 cells at 70% confluence): mean radius 22 px gives about that.
 """
+import dataclasses
 from pathlib import Path
 
-from cellnb import datasets
+from cellnb import datasets, train
 
 CACHE = Path(__file__).resolve().parent / ".cache" / "field_1750_r22"
 
@@ -16,3 +17,28 @@ def field_1750():
         datasets.save_field(datasets.make_field((1750, 1750), seed=1750, mean_radius=22,
                                                 name="field_1750"), CACHE)
     return datasets.load_field(CACHE)
+
+
+def train_overrides(pairs, error) -> dict:
+    """``["depth=4", "beta=3"]`` -> ``{"depth": 4, "beta": 3.0}`` for TrainConfig.
+
+    `error` is called with a message for an unknown key (``argparse``'s
+    ``parser.error``).
+    """
+    types = {f.name: f.type for f in dataclasses.fields(train.TrainConfig)}   # types as str
+    out = {}
+    for kv in pairs:
+        k, _, v = kv.partition("=")
+        if k not in types or not _:
+            error(f"--set {kv}: expected KEY=VALUE with KEY a TrainConfig field "
+                  f"({', '.join(types)})")
+        out[k] = {"int": int, "float": float}.get(types[k], str)(v)
+    return out
+
+
+def row(field, method, s, **extra):
+    """One table row from `cellnb.metrics.summarize` output."""
+    return {"field": field, "method": method, "mIOU": round(s["mIOU"], 3),
+            "mIOU_sd": round(s["mIOU_sd"], 3), "missed": s["missed"], "cells": s["n_truth"],
+            "AP50": round(s["AP50"], 3), "F1@0.5": round(s["F1@0.5"], 3),
+            "mAP": round(s["mAP"], 3), **extra}

@@ -15,9 +15,9 @@ first for comparison. ``--set`` overrides TrainConfig fields (width, depth,
 norm, precision, learning_rate, ...) to compare model choices on the same recipe.
 """
 import argparse
-import dataclasses
 import json
 import os
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -26,6 +26,9 @@ import tensorflow as tf  # noqa: E402
 tf.config.threading.set_inter_op_parallelism_threads(1)   # repeatable (cellnb.train.set_seed)
 
 from cellnb import datasets, integrate, markers, mask, metrics, pipeline, train  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _field import train_overrides  # noqa: E402
 
 
 def _floats(summary: dict) -> dict:
@@ -42,13 +45,7 @@ def main():
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                     help="TrainConfig overrides, e.g. depth=4 norm=batch")
     a = ap.parse_args()
-    fields = {f.name: f.type for f in dataclasses.fields(train.TrainConfig)}   # types as str
-    over = {}
-    for kv in a.set:
-        k, v = kv.split("=", 1)
-        if k not in fields:
-            ap.error(f"--set {k}: not a TrainConfig field ({', '.join(fields)})")
-        over[k] = {"int": int, "float": float}.get(fields[k], str)(v)
+    over = train_overrides(a.set, ap.error)
     f = datasets.load_demo(a.field)[0]
     chans = pipeline.config_channels(a.inputs)
     cell = [c for c in chans if c != "nucleus"]

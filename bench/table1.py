@@ -14,6 +14,7 @@ interrupted run keeps what it measured.
 """
 import argparse
 import os
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -23,14 +24,10 @@ tf.config.threading.set_inter_op_parallelism_threads(1)   # repeatable (cellnb.t
 
 from cellnb import datasets, io, metrics, pipeline, train  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(__file__))
+from _field import row  # noqa: E402
+
 CONFIGS = ["fluorescence", "brightfield", "fluorescence+brightfield+nucleus"]
-
-
-def row(field, method, s, **extra):
-    return {"field": field, "method": method, "mIOU": round(s["mIOU"], 3),
-            "mIOU_sd": round(s["mIOU_sd"], 3), "missed": s["missed"], "cells": s["n_truth"],
-            "AP50": round(s["AP50"], 3), "F1@0.5": round(s["F1@0.5"], 3),
-            "mAP": round(s["mAP"], 3), **extra}
 
 
 def main():

@@ -1,52 +1,83 @@
-"""Real annotated microscopy, when ../shared/data holds some (skipped cleanly otherwise).
+"""Real phase-contrast cells with hand-drawn whole-cell truth.
 
-Each set is a folder ``../shared/data/<set>/`` with a README (provenance) and field folders
-in cellnb's layout (a cell image, ``nucleus.tif`` and ``cells_gt.tif``; see cellnb.datasets).
-Nothing is copied into the project. The CNN (unsupervised, 300 steps, on a 512x512 crop of
-the set's first annotated field) must beat the classical seeded watershed on the same
-markers and mask.
+* A crop of the bundled ``data/real/set13`` (Usiigaci, MIT licence, Tsai et al. 2019; always
+  present, so never skipped): the whole method (markers.csv, phase-contrast mask, training,
+  integration) against the classical seeded rows on the same markers.
+* Every field of ``../shared/data/usiigaci-phase`` (skipped cleanly when absent): the
+  transmitted-light mask against the true foreground. The whole-method figures on those fields
+  come from ``bench/real_data.py`` (minutes per field), not from a test.
+
+The margins asserted are the ones measured (numbers in each test's docstring), less a small
+allowance for the run-to-run spread of a different machine.
 """
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from cellnb import baseline, datasets, metrics, pipeline, train
-from cellnb.io import InputError
+from cellnb import baseline, datasets, mask, metrics, pipeline, train
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+pytestmark = pytest.mark.slow
 
-
-def _sets():
-    return sorted(p for p in SHARED.iterdir() if p.is_dir()) if SHARED.is_dir() else []
-
-
-def _first_annotated(folder: Path):
-    for sub in sorted(p for p in folder.rglob("*") if p.is_dir()):
-        try:
-            f = datasets.load_field(sub)
-        except InputError:
-            continue
-        if f.cells is not None and f.nucleus is not None:
-            return f
-    return None
+REAL = Path(__file__).resolve().parents[1] / "data" / "real"
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "usiigaci-phase"
+SHARED_FIELDS = sorted(p.name for p in SHARED.iterdir() if p.is_dir()) if SHARED.is_dir() else []
+STEPS = 100
+MASK_FLOOR = 0.66          # measured 0.686
+OWN_MARGIN = 0.12          # measured +0.175 over the better classical row in its own mask
+SPLIT_TOLERANCE = 0.02     # measured +0.010 over the nearest split of cellnb's mask
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not _sets(), reason=f"no real annotated sets in {SHARED}")
-@pytest.mark.parametrize("folder", _sets(), ids=lambda p: p.name)
-def test_cnn_beats_the_classical_baseline_on_real_data(folder):
-    f = _first_annotated(folder)
-    if f is None:
-        pytest.skip(f"{folder.name}: no field in cellnb's layout with cells_gt.tif and a "
-                    "nucleus image")
-    crop = np.s_[:512, :512]
-    g = datasets.Field(name=f.name, images={k: v[crop] for k, v in f.images.items()},
-                       cells=f.cells[crop], nuclei=None)
-    cell = f.cell_channels[:1]
-    res = pipeline.segment_field(g, cell + ["nucleus"], config=train.TrainConfig(max_steps=300),
-                                 progress=False, log=lambda s: None)
-    cnn = metrics.matched_iou(g.cells, res.labels)["mean"]
-    classical = baseline.propagate(g.stack(cell), res.mask, res.markers)
-    base = metrics.matched_iou(g.cells, classical)["mean"]
-    assert cnn > base, (folder.name, cnn, base)
+def _marked_truth(f):
+    """Ground truth restricted to the cells that have a marker in the crop."""
+    rc = np.round(f.markers).astype(int)
+    keep = np.unique(f.cells[rc[:, 0], rc[:, 1]])
+    return np.where(np.isin(f.cells, keep[keep > 0]), f.cells, 0)
+
+
+@pytest.fixture(scope="module")
+def crop():
+    f = datasets.load_field(REAL / "set13").crop(slice(256, 768), slice(256, 768))
+    f.cells = _marked_truth(f)
+    return f
+
+
+@pytest.fixture(scope="module")
+def crop_result(crop):
+    return pipeline.segment_field(crop, ["phase"], config=train.TrainConfig(max_steps=STEPS),
+                                  progress=False, log=lambda s: None)
+
+
+def test_cnn_beats_the_classical_rows_on_a_real_crop(crop, crop_result):
+    """set13 rows/cols 256-768 (40 marked cells), 100 steps, working scale 0.53.
+
+    Measured (mIOU / AP@0.5): CNN 0.595 / 0.633; in cellnb's mask (IoU 0.686) the nearest-marker
+    split 0.585 / 0.538; in the classical Otsu mask the seeded watershed 0.395 / 0.143 and the
+    nearest split 0.420 / 0.143. At 200 steps: CNN 0.590 / 0.569.
+    """
+    truth = crop.cells
+    cnn = metrics.summarize(truth, crop_result.labels)
+    own = baseline.classical_mask(crop.images["phase"], "phase")
+    rows = {name: metrics.summarize(truth, lab) for name, lab in {
+        "near_cellnb": baseline.nearest_marker(crop_result.mask, crop_result.markers),
+        "prop_own": baseline.propagate(crop.stack(["phase"]), own, crop_result.markers),
+        "near_own": baseline.nearest_marker(own, crop_result.markers)}.items()}
+    assert metrics.mask_iou(crop_result.mask, truth) > MASK_FLOOR
+    assert cnn["mIOU"] >= max(rows["prop_own"]["mIOU"], rows["near_own"]["mIOU"]) + OWN_MARGIN, \
+        (cnn, rows)
+    assert cnn["mIOU"] >= rows["near_cellnb"]["mIOU"] - SPLIT_TOLERANCE, (cnn, rows)
+    assert cnn["AP50"] >= rows["near_cellnb"]["AP50"], (cnn, rows)
+
+
+@pytest.mark.skipif(not SHARED_FIELDS, reason=f"no Usiigaci fields in {SHARED}")
+def test_phase_contrast_mask_on_every_shared_field():
+    """Mask IoU against the hand-drawn foreground, 8 fields: measured 0.53-0.72, mean 0.668.
+
+    Before the phase-contrast recipe (the bright-field forest): 0.30-0.47, mean 0.40.
+    """
+    ious = []
+    for name in SHARED_FIELDS:
+        f = datasets.load_field(SHARED / name)
+        m = mask.foreground_mask(f.images["phase"], "phase", markers=f.markers)
+        ious.append(metrics.mask_iou(m, f.cells))
+    assert min(ious) > 0.50 and np.mean(ious) > 0.65, dict(zip(SHARED_FIELDS, ious))

@@ -1,0 +1,164 @@
+"""Real-data table: every field of every set in ../shared/data with human whole-cell truth.
+
+Usage: .venv/bin/python bench/real_data.py [--data ../shared/data] [--sets usiigaci-phase]
+           [--fields set1 set13] [--steps 300] [--mask auto|truth] [--set KEY=VALUE ...]
+           [--no-cnn] [--out runs/real_data]
+
+For each annotated field: the unsupervised CNN (`cellnb.pipeline.segment_field` on the
+field's cell channels, markers from its nucleus image or markers.csv, cellnb's mask,
+integration inside the mask), then the classical seeded rows on the same markers: seeded
+watershed (CellProfiler-like) and nearest-marker split, each inside cellnb's mask and inside
+the mask a classical pipeline makes itself (`cellnb.baseline.classical_mask`: one Otsu
+threshold). Columns: matched mIOU +- sd, AP@0.5, F1@0.5, the mask's IoU against the true
+foreground, seconds. A set with nuclei truth only (dsb2018-nuclei) gets the markers step
+instead: precision / recall / F1 of `cellnb.markers.find_markers` against the human nuclei.
+
+``--mask truth`` gives every method the true foreground as its mask: what is left is the
+network's own share of the error (how it splits the foreground into cells). ``--set``
+overrides TrainConfig fields (e.g. beta=3) to compare choices on the same recipe.
+
+Rows are printed as measured and the table so far is written to OUT/real_data.{csv,md}
+after each field; the per-method means over fields are printed and written last
+(OUT/real_data_mean.{csv,md}). Cite the data's source with the figures (../shared/data/README.md).
+"""
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+tf.config.threading.set_inter_op_parallelism_threads(1)   # repeatable (cellnb.train.set_seed)
+
+from cellnb import baseline, datasets, io, markers, metrics, pipeline, train  # noqa: E402
+from cellnb.mask import foreground_mask, modality_of  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _field import row, train_overrides  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def field_folders(data: Path, sets, fields):
+    """(set name, field folder) of every field folder under the chosen sets."""
+    for s in sorted(p for p in data.iterdir() if p.is_dir()):
+        if sets and s.name not in sets:
+            continue
+        for f in sorted((p for p in s.iterdir() if p.is_dir()),
+                        key=lambda p: (len(p.name), p.name)):
+            if not fields or f.name in fields:
+                yield s.name, f
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=str(SHARED))
+    ap.add_argument("--sets", nargs="*")
+    ap.add_argument("--fields", nargs="*")
+    ap.add_argument("--steps", type=int, default=300, help="training step budget")
+    ap.add_argument("--mask", choices=["auto", "truth"], default="auto")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="TrainConfig overrides, e.g. beta=3")
+    ap.add_argument("--no-cnn", action="store_true", help="classical rows only")
+    ap.add_argument("--out", default="runs/real_data")
+    a = ap.parse_args()
+    data = Path(a.data)
+    if not data.is_dir():
+        sys.exit(f"no real data at {data} (see the README: ../shared/data)")
+    over = train_overrides(a.set, ap.error)
+    out = Path(a.out)
+    rows, marker_rows = [], []
+
+    def emit(r):
+        rows.append(r)
+        print(" | ".join(f"{k} {v}" for k, v in r.items()), flush=True)
+
+    for set_name, folder in field_folders(data, a.sets, a.fields):
+        f = datasets.load_field(folder)
+        if f.cells is None:
+            if f.nucleus is not None and f.nuclei is not None:
+                t0 = time.perf_counter()
+                s = metrics.marker_scores(markers.find_markers(f.nucleus), f.nuclei)
+                marker_rows.append({"set": set_name, "field": f.name, "nuclei": s["n_nuclei"],
+                                    "markers": s["n_markers"], "precision": round(s["precision"], 3),
+                                    "recall": round(s["recall"], 3), "F1": round(s["f1"], 3),
+                                    "seconds": round(time.perf_counter() - t0, 1)})
+                print("markers step:", marker_rows[-1], flush=True)
+                io.write_table(out / "real_data_markers.csv", marker_rows, markdown=True)
+            continue
+        cell = f.cell_channels
+        mods = [modality_of(c) for c in cell]
+        truth_fg = f.cells > 0
+        t0 = time.perf_counter()
+        mk = pipeline.field_markers(f)
+        cmask = truth_fg if a.mask == "truth" else \
+            foreground_mask(f.stack(cell), mods, markers=mk, hint=f.hint)
+        mask_s = time.perf_counter() - t0
+        own = truth_fg if a.mask == "truth" else baseline.classical_mask(f.images[cell[0]],
+                                                                         mods[0])
+        base = dict(set=set_name)
+        if not a.no_cnn:
+            t0 = time.perf_counter()
+            res = pipeline.segment_field(f, cell, markers=mk, mask=cmask,
+                                         config=train.TrainConfig(max_steps=a.steps, **over),
+                                         progress=False, log=lambda s: None)
+            cnn_s = time.perf_counter() - t0 + mask_s
+            fit = float(np.mean(res.patches.scale * true_reach(f.cells, mk)
+                                < res.patches.size / 2))
+            emit(row(f.name, "CNN (unsupervised)", metrics.summarize(f.cells, res.labels),
+                     mask="truth" if a.mask == "truth" else "cellnb",
+                     mask_IoU=round(metrics.mask_iou(res.mask, truth_fg), 3),
+                     seconds=round(cnn_s), steps=res.training.steps,
+                     patch=res.patches.size, scale=round(res.patches.scale, 2),
+                     cells_fit=round(fit, 2), **base))
+        for mname, m in (("cellnb", cmask), ("classical", own)):
+            if a.mask == "truth" and mname == "classical":
+                continue
+            for method, name in (("propagate", "classical seeded watershed"),
+                                 ("nearest", "classical nearest-marker split")):
+                t0 = time.perf_counter()
+                lab = pipeline.classical_labels(f, cell, mk, m, method, seed_nuclei=False)
+                secs = time.perf_counter() - t0 + (mask_s if mname == "cellnb" else 0)
+                emit(row(f.name, name, metrics.summarize(f.cells, lab),
+                         mask="truth" if a.mask == "truth" else mname,
+                         mask_IoU=round(metrics.mask_iou(m, truth_fg), 3),
+                         seconds=round(secs, 1), **base))
+        io.write_table(out / "real_data.csv", rows, markdown=True)
+    if not rows:
+        print("no field with whole-cell truth found", flush=True)
+        return
+    means = []
+    for key in dict.fromkeys((r["method"], r["mask"]) for r in rows):
+        sel = [r for r in rows if (r["method"], r["mask"]) == key]
+        means.append({"method": key[0], "mask": key[1], "fields": len(sel),
+                      **{c: round(float(np.mean([r[c] for r in sel])), 3)
+                         for c in ("mIOU", "mIOU_sd", "AP50", "F1@0.5", "mask_IoU", "seconds")}})
+    io.write_table(out / "real_data_mean.csv", means, markdown=True)
+    print(io.markdown_table(means), flush=True)
+
+
+def true_reach(cells, mk):
+    """Reach (px, Chebyshev) of every annotated cell from the marker inside it.
+
+    The 'cells fit' column: the fraction of true cells whose reach, at the
+    working scale, is below half the patch side. A cell with no marker
+    inside it is skipped.
+    """
+    from scipy import ndimage as ndi
+    rc = np.round(mk).astype(int)
+    owner = {int(cells[r, c]): (r, c) for r, c in rc if cells[r, c]}
+    out = []
+    for k, sl in enumerate(ndi.find_objects(cells), start=1):
+        if sl is None or k not in owner:
+            continue
+        rr, cc = np.nonzero(cells[sl] == k)
+        r0, c0 = owner[k]
+        out.append(max(np.abs(rr + sl[0].start - r0).max(), np.abs(cc + sl[1].start - c0).max()))
+    return np.asarray(out, float)
+
+
+if __name__ == "__main__":
+    main()
