@@ -115,7 +115,12 @@ def discover_fields(sources: Sequence[str | os.PathLike]) -> list[Path]:
     for s in sources:
         p = Path(s)
         if p.is_file():
-            for line in p.read_text().splitlines():
+            try:
+                text = p.read_text(encoding="utf-8")
+            except UnicodeDecodeError:
+                raise InputError(f"{p}: not a text list of field folders (one per line); "
+                                 "give field or plate folders, or such a list.") from None
+            for line in text.splitlines():
                 line = line.split("#", 1)[0].strip()
                 if line:
                     q = Path(line) if Path(line).is_absolute() else p.parent / line
@@ -189,14 +194,9 @@ def load_grid(path: str | os.PathLike) -> dict | list:
 
     A list may also sit under a top-level ``sets:`` key.
     """
-    import yaml
+    from .io import read_yaml
     p = Path(path)
-    if not p.exists():
-        raise InputError(f"{p}: grid file not found.")
-    try:
-        grid = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise InputError(f"{p}: not valid YAML ({exc}).") from None
+    grid = read_yaml(p, "grid file")
     if isinstance(grid, dict) and list(grid) == ["sets"]:
         grid = grid["sets"]
     if not grid or not isinstance(grid, (dict, list)):
@@ -227,19 +227,24 @@ def plan(fields: Sequence[Path], sets: Sequence[tuple[str, dict]], out: str | os
 # one run (executed on a Dask worker)
 # --------------------------------------------------------------------------
 def _limit_threads(threads: int) -> None:
-    """Cap TensorFlow/BLAS threads in this process and in kernels it starts."""
+    """Cap the backend's and BLAS threads in this process and in kernels it starts."""
     for var in ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                 "MKL_NUM_THREADS"):
         os.environ[var] = str(threads)
     os.environ["TF_NUM_INTEROP_THREADS"] = "1"
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("MPLBACKEND", "Agg")
-    import tensorflow as tf
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-    except RuntimeError:
-        pass  # this worker already ran TensorFlow with the same settings
+    from .train import backend
+    if backend() == "tensorflow":
+        import tensorflow as tf
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+        except RuntimeError:
+            pass  # this worker already ran TensorFlow with the same settings
+    elif backend() == "torch":
+        import torch
+        torch.set_num_threads(threads)
 
 
 def _headline(field, labels: dict) -> dict:
@@ -315,7 +320,7 @@ def _notebooks_run(task: Task, folder: Path) -> dict:
 def run_task(task: Task) -> dict:
     """Run one field x parameter set; never raises.
 
-    Outputs go to ``.partial/<run_id>``; on success ``result.json`` is
+    Outputs go to ``.partial/<run_id>.<attempt>``; on success ``result.json`` is
     written there last and the folder is moved to ``runs/<run_id>``; on
     failure the partial folder (with ``error.txt``) moves to
     ``failed/<run_id>``.
@@ -327,8 +332,10 @@ def run_task(task: Task) -> dict:
         the headline metrics.
     """
     out = Path(task.out)
-    tmp = out / ".partial" / task.run_id
-    shutil.rmtree(tmp, ignore_errors=True)
+    # one folder per attempt: a run redone after its worker was lost (or after the batch
+    # command was killed while a worker still ran it) never writes into another attempt's
+    # files; the last attempt to finish is moved into place whole
+    tmp = out / ".partial" / f"{task.run_id}.{os.getpid()}.{time.time_ns()}"
     tmp.mkdir(parents=True)
     row = {"run": task.run_id, "field": Path(task.field).name, "set": task.set_name,
            "status": "failed", "seconds": 0.0,
@@ -347,8 +354,13 @@ def run_task(task: Task) -> dict:
         (tmp / "error.txt").write_text(traceback.format_exc())
         dest = out / "failed" / task.run_id
     dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(dest, ignore_errors=True)
+    old = dest.parent / f".old.{tmp.name}"
+    try:
+        os.replace(dest, old)          # a finished run is swapped, never half-removed
+    except FileNotFoundError:
+        pass
     os.replace(tmp, dest)
+    shutil.rmtree(old, ignore_errors=True)
     if row["status"] == "done":
         shutil.rmtree(out / "failed" / task.run_id, ignore_errors=True)
     return row

@@ -68,21 +68,20 @@ def predict_patches(model, patches: PatchSet, batch_size: int = 128,
     -------
     ndarray of float32, shape (N, k, k), in [0, 1]
     """
-    import tensorflow as tf
-    from .patches import augment_tf, invert_tf
+    from .patches import augment_np, invert_np
     if model.input_shape[-1] != patches.x.shape[-1]:
         raise InputError(f"the model takes {model.input_shape[-1]} input channels, the patches "
                          f"have {patches.x.shape[-1]}: use the channels it was trained on.")
     out = np.empty(patches.x.shape[:3], np.float32)
-    codes_all = range(8) if tta else [0]
     for s in range(0, len(patches), batch_size):
-        x = tf.constant(patches.x[s:s + batch_size])
-        acc = 0.0
-        for t in codes_all:
-            codes = tf.fill([tf.shape(x)[0]], t)
-            z = model(augment_tf(x, codes), training=False)[..., 0]
-            acc += tf.sigmoid(invert_tf(z, codes))
-        out[s:s + batch_size] = (acc / len(codes_all)).numpy()
+        x = patches.x[s:s + batch_size]
+        acc = np.zeros(x.shape[:3], np.float64)
+        for t in (range(8) if tta else [0]):
+            codes = np.full(len(x), t)
+            # predict_on_batch: compiled once per batch shape, on any Keras backend
+            z = np.asarray(model.predict_on_batch(augment_np(x, codes)), np.float64)[..., 0]
+            acc += 1.0 / (1.0 + np.exp(-invert_np(z, codes)))
+        out[s:s + batch_size] = acc / (8 if tta else 1)
     return out
 
 

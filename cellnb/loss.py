@@ -12,9 +12,11 @@ canvas and the foreground mask M::
 number of patches, so its scale does not depend on how many cells an area
 holds.
 
-Vectorised with no loop over patches: with S(x) = sum_j log(1 - y^j(x)),
-the overlap term is sum_i sum_x y^i(x) (S(x) - log(1 - y^i(x))). S is one
-scatter-add (``unsorted_segment_sum``) of every patch onto the canvas,
+Vectorised with no loop over patches, in ``keras.ops`` so that every Keras
+backend (TensorFlow, JAX, PyTorch) trains with it: with
+S(x) = sum_j log(1 - y^j(x)), the overlap term is
+sum_i sum_x y^i(x) (S(x) - log(1 - y^i(x))). S is one
+scatter-add (``segment_sum``) of every patch onto the canvas,
 gathered back at each patch's pixels; the mask term uses the ``1 - M`` crop
 that travels with each patch. ``log(1 - y)`` is computed from the logit z as
 ``-softplus(z)``: exact, and finite for every finite z, so the loss can
@@ -57,49 +59,49 @@ def canvas_indices(corners: np.ndarray, size: int, canvas_shape: tuple[int, int]
 
 def eq1_loss(logits, outside, index, n_canvas: int, weight=None, lam: float = 1.0,
              beta: float = 15.0):
-    """Eq. 1 in TensorFlow, differentiable, for one batch.
+    """Eq. 1 in ``keras.ops`` (any Keras backend), differentiable, for one batch.
 
     Parameters
     ----------
-    logits : tf.Tensor, float32, shape (N, k, k)
+    logits : tensor, float32, shape (N, k, k)
         Network output for each patch, already un-augmented.
-    outside : tf.Tensor, float32, shape (N, k, k)
+    outside : tensor, float32, shape (N, k, k)
         ``1 - M`` under each patch.
-    index : tf.Tensor, int32, shape (N, k * k)
+    index : tensor, int32, shape (N, k * k)
         :func:`canvas_indices`.
-    n_canvas : int or scalar tensor
-        Number of canvas pixels (H * W).
-    weight : tf.Tensor, float32, shape (N,), optional
+    n_canvas : int
+        Number of canvas pixels (H * W); a Python int (JAX needs it static).
+    weight : tensor, float32, shape (N,), optional
         1 for real patches, 0 for padding patches (which then contribute
         nothing, also not to the overlap of others).
-    lam, beta : float
+    lam, beta : float or scalar tensor
         Overlap and mask-penalty weights.
 
     Returns
     -------
-    loss : scalar tf.Tensor
+    loss : scalar tensor
         Eq. 1 divided by the number of (real) patches.
-    terms : dict of scalar tf.Tensor
+    terms : dict of scalar tensors
         ``area``, ``overlap``, ``outside`` (each per patch, unweighted by
         lambda/beta) for monitoring.
     """
-    import tensorflow as tf
-    n = tf.shape(logits)[0]
-    z = tf.reshape(logits, [n, -1])
-    y = tf.sigmoid(z)
-    log1m = -tf.nn.softplus(z)          # log(1 - sigmoid(z)), exact and finite
+    from keras import ops
+    n = ops.shape(logits)[0]
+    z = ops.reshape(ops.cast(logits, "float32"), (n, -1))
+    y = ops.sigmoid(z)
+    log1m = -ops.softplus(z)                 # log(1 - sigmoid(z)), exact and finite
     if weight is None:
-        weight = tf.ones([n], tf.float32)
-    w = weight[:, None]
+        weight = ops.ones((n,), "float32")
+    w = ops.expand_dims(weight, 1)
     y = y * w
     log1m = log1m * w
-    s = tf.math.unsorted_segment_sum(tf.reshape(log1m, [-1]), tf.reshape(index, [-1]),
-                                     num_segments=n_canvas)
-    others = tf.gather(s, index) - log1m   # sum over j != i of log(1 - y_j) at i's pixels
-    area = tf.reduce_sum(y)
-    overlap = -tf.reduce_sum(y * others)
-    outside_term = tf.reduce_sum(y * tf.reshape(outside, [n, -1]))
-    count = tf.maximum(tf.reduce_sum(weight), 1.0)
+    s = ops.segment_sum(ops.reshape(log1m, (-1,)), ops.reshape(index, (-1,)),
+                        num_segments=int(n_canvas))
+    others = ops.take(s, index) - log1m      # sum over j != i of log(1 - y_j) at i's pixels
+    area = ops.sum(y)
+    overlap = -ops.sum(y * others)
+    outside_term = ops.sum(y * ops.reshape(outside, (n, -1)))
+    count = ops.maximum(ops.sum(weight), 1.0)
     loss = (-area + lam * overlap + beta * outside_term) / count
     return loss, {"area": area / count, "overlap": overlap / count,
                   "outside": outside_term / count}

@@ -37,7 +37,13 @@ training step): group norm 1.20 s in float32, 0.90 s in ``mixed_bfloat16``
 (:func:`resolve_precision` picks it where the hardware has bfloat16);
 without normalisation it would be 0.43 s, so group norm is half the step.
 XLA compilation (``jit_compile``) was slower on the CPU (1.62 s): it loses
-oneDNN's convolutions.
+oneDNN's convolutions. Two ways to cut the norm's share were measured and
+rejected: a one-pass group norm (float32 statistics, scaling in bfloat16)
+gave 1.06 s vs 1.09 s per step (3 %, not worth a custom layer); no norm at
+the first level (where the tensors are largest) gave 0.74 s (-34 %) but
+fell from mIOU 0.648 to 0.528 on a real phase-contrast field (Usiigaci set3,
+300 steps). The other Keras backends are slower on this CPU
+(``bench/train_speed.py --backend``).
 """
 from __future__ import annotations
 
@@ -47,7 +53,7 @@ import numpy as np
 
 from .io import InputError
 
-__all__ = ["build_unet", "count_params", "resolve_precision", "NORMS", "PRECISIONS"]
+__all__ = ["build_unet", "with_patch_size", "count_params", "resolve_precision", "NORMS", "PRECISIONS"]
 
 NORMS = ("group", "batch", "none")
 # no "mixed_float16": float16 gradients need loss scaling, which the custom step does not do
@@ -56,7 +62,7 @@ PRECISIONS = ("float32", "mixed_bfloat16")
 
 def build_unet(in_channels: int, width: int = 16, depth: int = 3, patch: int | None = None,
                prior: float = 0.1, norm: str | bool = "group", precision: str = "float32",
-               name: str = "cellnb_unet"):
+               name: str = "cellnb_unet", seed: int | None = None):
     """Build the UNet.
 
     Parameters
@@ -87,6 +93,11 @@ def build_unet(in_channels: int, width: int = 16, depth: int = 3, patch: int | N
         Keras dtype policy of the hidden layers. The output logit is always
         float32, so the loss is computed in full precision.
     name : str
+    seed : int, optional
+        Draw the initial convolution weights with NumPy from this seed (He
+        normal, truncated at 2 sd, as Keras' ``he_normal``), so that every
+        Keras backend starts from the same weights. Default: Keras' own
+        initialisers (seeded by :func:`keras.utils.set_random_seed`).
 
     Returns
     -------
@@ -138,7 +149,75 @@ def build_unet(in_channels: int, width: int = 16, depth: int = 3, patch: int | N
     bias = float(np.log(prior / (1 - prior)))
     logit = layers.Conv2D(1, 1, name="logit", dtype="float32",
                           bias_initializer=keras.initializers.Constant(bias))(x)
-    return keras.Model(inp, logit, name=name)
+    model = keras.Model(inp, logit, name=name)
+    if seed is not None:
+        _numpy_init(model, seed)
+    return model
+
+
+def with_patch_size(model, patch: int):
+    """The same UNet, weights and all, for input patches of side `patch`.
+
+    The UNet is fully convolutional, so its weights do not depend on the patch
+    side; a model trained at one side (e.g. a shipped starting model) can start
+    the training of a field whose cells call for another.
+
+    Parameters
+    ----------
+    model : keras.Model
+        A model from :func:`build_unet`.
+    patch : int
+        New input side (divisible by ``2**depth``).
+
+    Returns
+    -------
+    keras.Model
+        `model` itself if it already takes `patch`, else a new model with its weights
+        (and no optimizer state).
+    """
+    from keras import layers
+    if model.input_shape[1] == patch:
+        return model
+    names = [l.name for l in model.layers]
+    depth = sum(n.startswith("pool") for n in names)
+    kinds = {type(l) for l in model.layers}
+    norm = "group" if layers.GroupNormalization in kinds else \
+        "batch" if layers.BatchNormalization in kinds else "none"
+    first = model.get_layer("enc0_conv0")
+    policy = first.dtype_policy.name
+    new = build_unet(model.input_shape[-1], first.filters, depth, patch, norm=norm,
+                     precision=policy if policy in PRECISIONS else "float32", name=model.name)
+    new.set_weights(model.get_weights())
+    return new
+
+
+def _numpy_init(model, seed: int) -> None:
+    """Redraw every convolution kernel with NumPy, as its own Keras initialiser would.
+
+    ``he_normal`` (the UNet's convolutions): truncated normal at 2 sd with
+    sd = sqrt(2 / fan_in) / 0.8796 (Keras' correction for the truncation);
+    ``glorot_uniform`` (the 1x1 logit layer, Keras' default):
+    U(-sqrt(6 / (fan_in + fan_out)), +...). Biases keep their constants.
+    """
+    from keras import layers
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if not isinstance(layer, layers.Conv2D):
+            continue
+        shape = tuple(layer.kernel.shape)
+        fan_in, fan_out = int(np.prod(shape[:-1])), int(np.prod(shape[:-2])) * shape[-1]
+        kind = type(layer.kernel_initializer).__name__
+        if kind == "HeNormal":
+            w = rng.standard_normal(shape)
+            while (bad := np.abs(w) > 2).any():
+                w[bad] = rng.standard_normal(int(bad.sum()))
+            w *= np.sqrt(2.0 / fan_in) / 0.87962566103423978
+        elif kind == "GlorotUniform":
+            lim = np.sqrt(6.0 / (fan_in + fan_out))
+            w = rng.uniform(-lim, lim, shape)
+        else:
+            raise NotImplementedError(f"no NumPy version of the {kind} initialiser")
+        layer.kernel.assign(w.astype(np.float32))
 
 
 def resolve_precision(precision: str = "auto") -> str:
@@ -166,12 +245,38 @@ def resolve_precision(precision: str = "auto") -> str:
             raise InputError(f"precision must be 'auto' or one of {PRECISIONS}, got "
                              f"{precision!r}.")
         return precision
-    import tensorflow as tf
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        cc = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability")
-        return "mixed_bfloat16" if cc and tuple(cc) >= (8, 0) else "float32"
+    cc = _gpu_capability()
+    if cc is not None:
+        return "mixed_bfloat16" if cc >= (8, 0) else "float32"
     return "mixed_bfloat16" if _cpu_flags() & {"avx512_bf16", "amx_bf16"} else "float32"
+
+
+def _gpu_capability() -> tuple[int, int] | None:
+    """Compute capability of the first GPU the Keras backend uses; None on a CPU."""
+    import keras
+    name = keras.backend.backend()
+    try:
+        if name == "tensorflow":
+            import tensorflow as tf
+            gpus = tf.config.list_physical_devices("GPU")
+            if not gpus:
+                return None
+            cc = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability")
+            return tuple(cc) if cc else (0, 0)
+        if name == "jax":
+            import jax
+            dev = jax.devices()[0]
+            if dev.platform != "gpu":
+                return None
+            cc = getattr(dev, "compute_capability", "0.0")
+            return tuple(int(v) for v in str(cc).split(".")[:2])
+        if name == "torch":
+            import torch
+            return tuple(torch.cuda.get_device_capability(0)) if torch.cuda.is_available() \
+                else None
+    except (RuntimeError, ValueError):      # a broken driver: train on the CPU
+        return None
+    return None
 
 
 def _cpu_flags() -> set:
@@ -184,4 +289,4 @@ def _cpu_flags() -> set:
 
 def count_params(model) -> int:
     """Number of trainable parameters."""
-    return int(sum(int(w.numpy().size) for w in model.trainable_weights))
+    return int(sum(int(np.prod(w.shape)) for w in model.trainable_weights))

@@ -13,8 +13,9 @@ cell is dropped. A training batch is the patches of one area of the image
 what the loss needs.
 
 Arrays here are NumPy; the random flips/transposes used during training
-are also provided in TensorFlow (:func:`augment_tf`, :func:`invert_tf`) so
-the inverse can be applied to the network output inside the compiled step.
+are also provided in ``keras.ops`` (:func:`augment_ops`, :func:`invert_ops`,
+any Keras backend) so the inverse can be applied to the network output
+inside the compiled training step.
 """
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ import numpy as np
 from .io import InputError, check_image, check_markers
 
 __all__ = ["cell_reach", "patch_geometry", "gaussian_disk", "PatchSet", "extract_patches",
-           "concat", "area_batches", "augment_np", "invert_np", "augment_tf", "invert_tf"]
+           "concat", "area_batches", "dihedral_flags", "augment_np", "invert_np", "augment_ops",
+           "invert_ops"]
 
 
 def cell_reach(mask, markers) -> np.ndarray:
@@ -388,23 +390,28 @@ def invert_np(y: np.ndarray, codes: np.ndarray) -> np.ndarray:
     return _dihedral_np(y, codes, _STEPS[::-1])
 
 
-def _dihedral_tf(x, codes, order):
-    import tensorflow as tf
+def dihedral_flags(codes) -> np.ndarray:
+    """Codes 0..7 as (N, 3) booleans: (transpose, flip rows, flip cols), for the ops versions."""
+    return (np.asarray(codes, np.int64)[:, None] & np.array(_STEPS)) > 0
+
+
+def _dihedral_ops(x, flags, order):
+    from keras import ops
     rank = len(x.shape)
     for bit in order:
-        flag = tf.bitwise.bitwise_and(codes, bit) > 0
-        flag = tf.reshape(flag, tf.concat([tf.shape(flag), tf.ones(rank - 1, tf.int32)], 0))
-        moved = tf.transpose(x, [0, 2, 1] + list(range(3, rank))) if bit == 1 else \
-            tf.reverse(x, [1 if bit == 2 else 2])
-        x = tf.where(flag, moved, x)
+        col = _STEPS.index(bit)
+        flag = ops.reshape(flags[:, col], (-1,) + (1,) * (rank - 1))
+        moved = ops.transpose(x, [0, 2, 1] + list(range(3, rank))) if bit == 1 else \
+            ops.flip(x, axis=1 if bit == 2 else 2)
+        x = ops.where(flag, moved, x)
     return x
 
 
-def augment_tf(x, codes):
-    """TensorFlow :func:`augment_np` for a batch x (N, k, k, ...) and codes (N,) int32."""
-    return _dihedral_tf(x, codes, _STEPS)
+def augment_ops(x, flags):
+    """:func:`augment_np` in ``keras.ops``: x (N, k, k, ...), flags (N, 3) bool (:func:`dihedral_flags`)."""
+    return _dihedral_ops(x, flags, _STEPS)
 
 
-def invert_tf(y, codes):
-    """TensorFlow :func:`invert_np`."""
-    return _dihedral_tf(y, codes, _STEPS[::-1])
+def invert_ops(y, flags):
+    """Inverse of :func:`augment_ops`."""
+    return _dihedral_ops(y, flags, _STEPS[::-1])

@@ -171,10 +171,9 @@ def train_nucleus_model(images: Sequence, targets: Sequence, config: NucleusConf
     NucleusResult
     """
     import keras
-    import tensorflow as tf
     from .model import build_unet
     from .patches import augment_np
-    from .train import Plateau, set_seed
+    from .train import Plateau, StepReport, TrainStep, set_seed
     cfg = (config or NucleusConfig()).check()
     if len(images) == 0 or len(images) != len(targets):
         raise InputError(f"train_nucleus_model: got {len(images)} images and {len(targets)} "
@@ -199,17 +198,15 @@ def train_nucleus_model(images: Sequence, targets: Sequence, config: NucleusConf
     set_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     model = build_unet(xs[0].shape[-1], cfg.width, cfg.depth, None, prior=0.2,
-                       norm=cfg.norm, name="cellnb_nuclei")
+                       norm=cfg.norm, name="cellnb_nuclei", seed=cfg.seed)
     opt = keras.optimizers.Adam(cfg.learning_rate)   # not compiled in: saved models stay small
 
-    @tf.function(reduce_retracing=True)
-    def step(x, y):
-        with tf.GradientTape() as tape:
-            z = model(x, training=True)
-            loss = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=z))
-        grads = tape.gradient(loss, model.trainable_variables)
-        opt.apply_gradients(zip(grads, model.trainable_variables))
-        return loss
+    def cross_entropy(call, x, y):
+        from keras import ops
+        z = ops.cast(call(x), "float32")
+        return ops.mean(ops.binary_crossentropy(y, z, from_logits=True)), {}
+
+    step = TrainStep(model, opt, cross_entropy)
 
     t = cfg.tile
     history, reason = [], "max_steps"
@@ -218,31 +215,38 @@ def train_nucleus_model(images: Sequence, targets: Sequence, config: NucleusConf
     if progress:
         from tqdm.auto import tqdm
         bar = tqdm(total=cfg.max_steps, desc="nucleus model", unit="step", file=sys.stderr)
+    report = StepReport(f"nucleus model on {len(xs)} field(s)", cfg.max_steps)
     t0 = time.perf_counter()
-    for k in range(cfg.max_steps):
-        xb = np.empty((cfg.batch, t, t, xs[0].shape[-1]), np.float32)
-        yb = np.empty((cfg.batch, t, t, 1), np.float32)
-        for b in range(cfg.batch):
-            i = rng.integers(len(xs))
-            r, c = (rng.integers(0, s - t + 1) for s in ys[i].shape)
-            xb[b] = xs[i][r:r + t, c:c + t]
-            yb[b, ..., 0] = ys[i][r:r + t, c:c + t]
-        codes = rng.integers(0, 8, cfg.batch)
-        loss = float(step(augment_np(xb, codes), augment_np(yb, codes)))
-        history.append({"step": k + 1, "loss": loss, "seconds": time.perf_counter() - t0})
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(bce=f"{loss:.3f}")
-        if (k + 1) % cfg.window == 0:
-            mean = float(np.mean([h["loss"] for h in history[-cfg.window:]]))
-            if mean < cfg.target:
-                reason = "target"
-                break
-            if plateau.update(mean):
-                reason = "plateau"
-                break
+    try:
+        for k in range(cfg.max_steps):
+            xb = np.empty((cfg.batch, t, t, xs[0].shape[-1]), np.float32)
+            yb = np.empty((cfg.batch, t, t, 1), np.float32)
+            for b in range(cfg.batch):
+                i = rng.integers(len(xs))
+                r, c = (rng.integers(0, s - t + 1) for s in ys[i].shape)
+                xb[b] = xs[i][r:r + t, c:c + t]
+                yb[b, ..., 0] = ys[i][r:r + t, c:c + t]
+            codes = rng.integers(0, 8, cfg.batch)
+            loss = step(augment_np(xb, codes), augment_np(yb, codes))[0]
+            history.append({"step": k + 1, "loss": loss, "seconds": time.perf_counter() - t0})
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(bce=f"{loss:.3f}")
+            report.update(k + 1, loss)
+            if (k + 1) % cfg.window == 0:
+                mean = float(np.mean([h["loss"] for h in history[-cfg.window:]]))
+                if mean < cfg.target:
+                    reason = "target"
+                    break
+                if plateau.update(mean):
+                    reason = "plateau"
+                    break
+    finally:
+        step.sync()
     if bar is not None:
         bar.close()
+    if history:
+        report.done(len(history), reason, history[-1]["loss"])
     return NucleusResult(model=model, config=cfg, history=history, stop_reason=reason,
                          channels=list(channels or [f"channel{c}" for c in
                                                     range(xs[0].shape[-1])]),
@@ -292,7 +296,7 @@ def predict_nuclei(model, image, tile: int = 1024, margin: int = 64,
         # one pass over the whole field (padded to the pooling grid): nothing to stitch
         ph, pw = -h % 16, -w % 16
         xx = np.pad(x, ((0, ph), (0, pw), (0, 0)), mode="reflect")
-        z = np.asarray(model(xx[None], training=False))[0, :h, :w, 0]
+        z = np.asarray(model.predict_on_batch(xx[None]))[0, :h, :w, 0]
         return (1 / (1 + np.exp(-z))).astype(np.float32)
     core = tile - 2 * margin
     ny, nx = -(-h // core), -(-w // core)
@@ -304,7 +308,7 @@ def predict_nuclei(model, image, tile: int = 1024, margin: int = 64,
     for s in range(0, len(corners), batch_size):
         chunk = corners[s:s + batch_size]
         xb = np.stack([padded[r:r + tile, q:q + tile] for r, q in chunk])
-        z = np.asarray(model(xb, training=False))[..., 0]
+        z = np.asarray(model.predict_on_batch(xb))[..., 0]
         for (r, q), zz in zip(chunk, z):
             out[r:r + core, q:q + core] = zz[margin:margin + core, margin:margin + core]
     return (1 / (1 + np.exp(-out[:h, :w]))).astype(np.float32)

@@ -13,12 +13,17 @@ Stopping rule (a "stable minimum"): the loss is averaged over windows of
 ``patience`` consecutive windows fail to improve the best window mean by
 more than ``min_delta`` (relative), or at ``max_steps``.
 
-Runs are repeatable on the CPU: the seed fixes NumPy's and TensorFlow's
-random streams and TensorFlow's deterministic ops are switched on.
+Any Keras 3 backend trains: the loss and the augmentation are ``keras.ops``
+and :class:`TrainStep` holds the thin backend-specific gradient step
+(TensorFlow, the default; JAX; PyTorch). Runs are repeatable on the CPU: the
+seed fixes NumPy's and the backend's random streams and the UNet's initial
+weights (drawn with NumPy, so every backend starts from the same weights),
+and TensorFlow's deterministic ops are switched on.
 """
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field as dc_field, replace
@@ -29,10 +34,10 @@ import numpy as np
 
 from .io import InputError, atomic_path
 from .loss import canvas_indices, eq1_loss
-from .patches import PatchSet, area_batches, augment_tf, invert_tf
+from .patches import PatchSet, area_batches, augment_ops, dihedral_flags, invert_ops
 
-__all__ = ["TrainConfig", "TrainResult", "Plateau", "plateau_window", "train", "save_model",
-           "save_keras", "load_model", "set_seed"]
+__all__ = ["TrainConfig", "TrainResult", "TrainStep", "StepReport", "TrainingInterrupted", "Plateau", "plateau_window", "train",
+           "eq1_objective", "save_model", "save_keras", "load_model", "set_seed", "backend"]
 
 
 @dataclass
@@ -153,19 +158,28 @@ class TrainResult:
         return np.array([h["loss"] for h in self.history])
 
 
-def set_seed(seed: int) -> None:
-    """Seed Python, NumPy and TensorFlow, and make training repeatable on the CPU.
+def backend() -> str:
+    """The Keras backend in use: ``"tensorflow"``, ``"jax"`` or ``"torch"``."""
+    import keras
+    return keras.backend.backend()
 
-    Besides the seeds and TensorFlow's deterministic ops, independent ops
-    must not run concurrently (inter-op threads = 1): otherwise the order of
+
+def set_seed(seed: int) -> None:
+    """Seed Python, NumPy and the Keras backend, and make training repeatable on the CPU.
+
+    TensorFlow also needs its deterministic ops and no concurrent
+    independent ops (inter-op threads = 1): otherwise the order of
     floating-point sums varies and runs drift apart after a few steps
     (measured: ~1e-3 relative after 5 steps). That setting can only be made
-    before TensorFlow runs its first op; if it is too late, a warning says so.
+    before TensorFlow runs its first op; if it is too late, a warning says
+    so. JAX and PyTorch on the CPU repeat bit for bit with the seeds alone.
     """
     import warnings
     import keras
-    import tensorflow as tf
     keras.utils.set_random_seed(int(seed))
+    if backend() != "tensorflow":
+        return
+    import tensorflow as tf
     tf.config.experimental.enable_op_determinism()
     try:
         tf.config.threading.set_inter_op_parallelism_threads(1)
@@ -175,6 +189,165 @@ def set_seed(seed: int) -> None:
                           "to 1; training may not be bit-for-bit repeatable. Train before other "
                           "TensorFlow work, or call tf.config.threading."
                           "set_inter_op_parallelism_threads(1) first.", stacklevel=2)
+
+
+class TrainStep:
+    """One compiled gradient step of `model` on `objective`, on the Keras backend in use.
+
+    ``objective(call, *batch)`` computes ``(loss, terms)`` in ``keras.ops``,
+    where ``call(x)`` runs the model in training mode; it is the only
+    method-specific part, so Eq. 1 (:func:`train`) and the synthetic-nucleus
+    cross-entropy share this step. The gradient part is backend-specific and
+    thin: ``tf.GradientTape`` in a ``tf.function``; ``jax.value_and_grad``
+    over ``model.stateless_call`` and ``optimizer.stateless_apply`` in
+    ``jax.jit`` (the weights live in this object during training and go back
+    to the model on :meth:`sync`); ``loss.backward()`` for PyTorch.
+
+    Calling it with NumPy arrays returns the loss and the terms as floats.
+    """
+
+    def __init__(self, model, optimizer, objective: Callable):
+        self.model, self.optimizer, self.objective = model, optimizer, objective
+        self.backend = backend()
+        if not optimizer.built:
+            optimizer.build(model.trainable_variables)
+        self._fn = getattr(self, f"_{self.backend}")()
+
+    def __call__(self, *batch) -> tuple[float, dict]:
+        loss, terms = self._fn(*batch)
+        return float(loss), {k: float(v) for k, v in terms.items()}
+
+    def sync(self) -> None:
+        """Write the trained weights and optimizer state back to the model (JAX)."""
+        if self.backend == "jax":
+            model, opt = self.model, self.optimizer
+            tv, ntv, ov = self._state
+            for v, val in zip(model.trainable_variables, tv):
+                v.assign(val)
+            for v, val in zip(model.non_trainable_variables, ntv):
+                v.assign(val)
+            for v, val in zip(opt.variables, ov):
+                v.assign(val)
+
+    # --- backends --------------------------------------------------------------
+    def _tensorflow(self):
+        import tensorflow as tf
+        model, opt, objective = self.model, self.optimizer, self.objective
+
+        @tf.function(reduce_retracing=True)
+        def step(*batch):
+            with tf.GradientTape() as tape:
+                loss, terms = objective(lambda x: model(x, training=True), *batch)
+            grads = tape.gradient(loss, model.trainable_variables)
+            opt.apply_gradients(zip(grads, model.trainable_variables))
+            return loss, terms
+        return step
+
+    def _jax(self):
+        import jax
+        model, opt, objective = self.model, self.optimizer, self.objective
+        self._state = ([v.value for v in model.trainable_variables],
+                       [v.value for v in model.non_trainable_variables],
+                       [v.value for v in opt.variables])
+
+        def loss_fn(tv, ntv, *batch):
+            updated = [ntv]
+
+            def call(x):
+                out, updated[0] = model.stateless_call(tv, ntv, x, training=True)
+                return out
+            loss, terms = objective(call, *batch)
+            return loss, (terms, updated[0])
+
+        grad = jax.value_and_grad(loss_fn, has_aux=True)
+
+        @jax.jit
+        def jstep(state, *batch):
+            tv, ntv, ov = state
+            (loss, (terms, ntv)), grads = grad(tv, ntv, *batch)
+            tv, ov = opt.stateless_apply(ov, grads, tv)
+            return loss, terms, (tv, ntv, ov)
+
+        def step(*batch):
+            loss, terms, self._state = jstep(self._state, *batch)
+            return loss, terms
+        return step
+
+    def _torch(self):
+        import torch
+        from keras import ops
+        model, opt, objective = self.model, self.optimizer, self.objective
+
+        def step(*batch):
+            batch = [ops.convert_to_tensor(b) for b in batch]
+            model.zero_grad()
+            loss, terms = objective(lambda x: model(x, training=True), *batch)
+            loss.backward()
+            grads = [v.value.grad for v in model.trainable_weights]
+            with torch.no_grad():
+                opt.apply(grads, model.trainable_weights)
+            return loss.detach(), {k: v.detach() for k, v in terms.items()}
+        return step
+
+
+PROGRESS_ENV = "CELLNB_PROGRESS"
+
+
+class StepReport:
+    """Progress of one training for a person at a terminal, a line at a time.
+
+    The notebooks run in a kernel whose output goes into the executed
+    notebook, not to the terminal that started ``run-notebooks``. When the
+    environment variable ``CELLNB_PROGRESS`` names a file (the runner sets
+    it), a training appends one line there every `every` seconds and when it
+    ends (steps, loss, time so far, time left at most) and the runner prints
+    them. Otherwise it does nothing.
+
+    Parameters
+    ----------
+    what : str
+        What is trained, e.g. ``"UNet on 412 patches (fluorescence)"``.
+    total : int
+        The step budget (training may stop earlier, at a stable minimum).
+    every : float
+        Seconds between lines.
+    """
+
+    def __init__(self, what: str, total: int, every: float = 20.0):
+        self.path = os.environ.get(PROGRESS_ENV)
+        self.what, self.total, self.every = what, int(total), float(every)
+        self.t0 = self.last = time.perf_counter()
+
+    def _write(self, text: str) -> None:
+        if self.path:
+            with open(self.path, "a") as fh:
+                fh.write(text + "\n")
+
+    def update(self, step: int, loss: float) -> None:
+        now = time.perf_counter()
+        if now - self.last < self.every:
+            return
+        self.last = now
+        left = (now - self.t0) / step * (self.total - step)
+        self._write(f"{self.what}: step {step}/{self.total}, loss {loss:.4g}, "
+                    f"{now - self.t0:.0f} s, at most {left:.0f} s left")
+
+    def done(self, steps: int, reason: str, loss: float) -> None:
+        self._write(f"{self.what}: {reason} after {steps} steps, loss {loss:.4g}, "
+                    f"{time.perf_counter() - self.t0:.0f} s")
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`train`; ``.result`` holds the model and history so far.
+
+    A KeyboardInterrupt, so an interrupted program still stops; a caller that
+    wants to keep the work (``segment --save-model``) saves ``.result``, which
+    :func:`train` can continue from (``model=``) like any saved model.
+    """
+
+    def __init__(self, result: "TrainResult"):
+        super().__init__(f"training interrupted after {result.steps} steps")
+        self.result = result
 
 
 class Plateau:
@@ -219,20 +392,18 @@ def _batch_arrays(ps: PatchSet, idx: np.ndarray, canvas: int, multiple: int):
             canvas_indices(local, ps.size, (canvas, canvas)), w)
 
 
-def _make_step(model, optimizer, n_canvas: int, lam: float, beta: float):
-    import tensorflow as tf
+def eq1_objective(n_canvas: int, lam: float, beta: float) -> Callable:
+    """Eq. 1 of one area batch as a :class:`TrainStep` objective.
 
-    @tf.function(reduce_retracing=True)
-    def step(x, outside, index, weight, codes):
-        with tf.GradientTape() as tape:
-            logits = model(augment_tf(x, codes), training=True)[..., 0]
-            logits = invert_tf(logits, codes)
-            loss, terms = eq1_loss(logits, outside, index, n_canvas, weight, lam, beta)
-        grads = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        return loss, terms
-
-    return step
+    The batch is (patches, 1 - M crops, canvas indices, weights, dihedral
+    flags): each patch is flipped/transposed, run through the UNet, and the
+    output flipped back before the loss, so the augmentation never moves a
+    pixel on the canvas.
+    """
+    def objective(call, x, outside, index, weight, flags):
+        logits = invert_ops(call(augment_ops(x, flags))[..., 0], flags)
+        return eq1_loss(logits, outside, index, n_canvas, weight, lam, beta)
+    return objective
 
 
 def train(patches: PatchSet, config: TrainConfig | None = None, model=None,
@@ -275,7 +446,7 @@ def train(patches: PatchSet, config: TrainConfig | None = None, model=None,
     in_ch = patches.x.shape[-1]
     if model is None:
         model = build_unet(in_ch, cfg.width, cfg.depth, patches.size, norm=cfg.norm,
-                           precision=cfg.precision)
+                           precision=cfg.precision, seed=cfg.seed)
         model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate))
     elif model.input_shape[-1] != in_ch:
         raise InputError(f"train: the model takes {model.input_shape[-1]} input channels but "
@@ -284,7 +455,7 @@ def train(patches: PatchSet, config: TrainConfig | None = None, model=None,
         model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate))
     h, w = patches.shape
     canvas = min(cfg.area, max(h, w)) + patches.size
-    step_fn = _make_step(model, model.optimizer, canvas * canvas, cfg.lam, cfg.beta)
+    step = TrainStep(model, model.optimizer, eq1_objective(canvas * canvas, cfg.lam, cfg.beta))
 
     window = plateau_window(cfg, len(area_batches(patches, cfg.area)))
     history: list[dict] = []
@@ -293,32 +464,44 @@ def train(patches: PatchSet, config: TrainConfig | None = None, model=None,
     if progress:
         from tqdm.auto import tqdm
         bar = tqdm(total=cfg.max_steps, desc="training", unit="step", file=sys.stderr)
+    report = StepReport(f"training on {len(patches)} patches"
+                        + (f" ({'+'.join(channels)})" if channels else ""), cfg.max_steps)
     t0 = time.perf_counter()
-    while len(history) < cfg.max_steps and reason != "plateau":
-        for idx in area_batches(patches, cfg.area, rng):
-            x, out, index, wt = _batch_arrays(patches, idx, canvas, cfg.batch_multiple)
-            codes = rng.integers(0, 8, len(x)).astype(np.int32)
-            loss, terms = step_fn(x, out, index, wt, codes)
-            row = {"step": len(history) + 1, "loss": float(loss),
-                   **{k: float(v) for k, v in terms.items()},
-                   "patches": int(len(idx)), "seconds": time.perf_counter() - t0}
-            if not np.isfinite(row["loss"]):
-                raise FloatingPointError(f"train: loss became {row['loss']} at step "
-                                         f"{row['step']}; lower learning_rate.")
-            history.append(row)
-            if callback:
-                callback(row)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{row['loss']:.2f}")
-            if len(history) % window == 0:
-                if plateau.update(np.mean([r["loss"] for r in history[-window:]])):
-                    reason = "plateau"
+    try:
+        while len(history) < cfg.max_steps and reason != "plateau":
+            for idx in area_batches(patches, cfg.area, rng):
+                x, out, index, wt = _batch_arrays(patches, idx, canvas, cfg.batch_multiple)
+                flags = dihedral_flags(rng.integers(0, 8, len(x)))
+                loss, terms = step(x, out, index, wt, flags)
+                row = {"step": len(history) + 1, "loss": loss, **terms,
+                       "patches": int(len(idx)), "seconds": time.perf_counter() - t0}
+                if not np.isfinite(loss):
+                    raise FloatingPointError(f"train: loss became {loss} at step "
+                                             f"{row['step']}; lower learning_rate.")
+                history.append(row)
+                if callback:
+                    callback(row)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss:.2f}")
+                report.update(len(history), loss)
+                if len(history) % window == 0:
+                    if plateau.update(np.mean([r["loss"] for r in history[-window:]])):
+                        reason = "plateau"
+                        break
+                if len(history) >= cfg.max_steps:
                     break
-            if len(history) >= cfg.max_steps:
-                break
-    if bar is not None:
-        bar.close()
+    except KeyboardInterrupt:
+        step.sync()
+        raise TrainingInterrupted(TrainResult(
+            model=model, config=cfg, history=history, stop_reason="interrupted",
+            patch_size=patches.size, sigma=sigma, channels=list(channels or []))) from None
+    finally:
+        step.sync()        # the model holds the last weights, also after an interruption
+        if bar is not None:
+            bar.close()
+    if history:
+        report.done(len(history), reason, history[-1]["loss"])
     return TrainResult(model=model, config=cfg, history=history, stop_reason=reason,
                        patch_size=patches.size, sigma=sigma, channels=list(channels or []))
 
@@ -366,6 +549,18 @@ def load_model(path: str | Path):
         model = keras.models.load_model(path)
     except Exception as exc:
         raise InputError(f"{path}: cannot be loaded as a Keras model ({exc}).") from None
-    meta_path = path.with_suffix(".json")
-    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-    return model, meta
+    return model, read_meta(path.with_suffix(".json"))
+
+
+def read_meta(path: Path) -> dict:
+    """The JSON beside a saved model (empty if there is none); one clear error if corrupt."""
+    if not path.exists():
+        return {}
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise InputError(f"{path}: the model's parameter file is corrupt ({exc}); restore it "
+                         "or retrain the model.") from None
+    if not isinstance(meta, dict):
+        raise InputError(f"{path}: the model's parameter file must hold a JSON object.")
+    return meta

@@ -3,12 +3,14 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
-# repeatable training needs this before TensorFlow's first op (see cellnb.train.set_seed)
-tf.config.threading.set_inter_op_parallelism_threads(1)
+if keras.backend.backend() == "tensorflow":
+    import tensorflow as tf
+    # repeatable training needs this before TensorFlow's first op (see cellnb.train.set_seed)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
 
 from cellnb import datasets
 

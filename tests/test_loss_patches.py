@@ -1,13 +1,37 @@
+"""Eq. 1 and the patch geometry; backend-neutral (``keras.ops``), so the same tests run under
+every Keras backend (``KERAS_BACKEND=jax pytest tests/test_loss_patches.py``); CI checks Eq. 1
+and the augmentation under JAX in ``tests/test_backends.py``."""
+import keras
 import numpy as np
 import pytest
-import tensorflow as tf
+from keras import ops
 
 from cellnb import loss, patches
 from cellnb.io import InputError
 
 
 def _logit(y):
-    return np.log(y) - np.log1p(-y)
+    return ops.convert_to_tensor((np.log(y) - np.log1p(-y)).astype(np.float32))
+
+
+def _value_and_grad(f, z):
+    """f(z) and df/dz on the backend in use (the one backend-specific helper here)."""
+    name = keras.backend.backend()
+    if name == "jax":
+        import jax
+        v, g = jax.value_and_grad(f)(ops.convert_to_tensor(z))
+        return float(v), np.asarray(g)
+    if name == "torch":
+        import torch
+        t = torch.tensor(z, requires_grad=True)
+        v = f(t)
+        v.backward()
+        return float(v), t.grad.numpy()
+    import tensorflow as tf
+    t = tf.Variable(z)
+    with tf.GradientTape() as tape:
+        v = f(t)
+    return float(v), tape.gradient(v, t).numpy()
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -23,8 +47,9 @@ def test_eq1_matches_slow_reference(seed):
     outside = np.stack([(~m)[r:r + k, c:c + k] for r, c in corners]).astype(np.float32)
     idx = loss.canvas_indices(corners, k, canvas)
     for lam, beta in [(1.0, 15.0), (0.5, 3.0), (0.0, 0.0)]:
-        got, terms = loss.eq1_loss(tf.constant(_logit(y), tf.float32), tf.constant(outside),
-                                   tf.constant(idx), canvas[0] * canvas[1], lam=lam, beta=beta)
+        got, terms = loss.eq1_loss(_logit(y), ops.convert_to_tensor(outside),
+                                   ops.convert_to_tensor(idx), canvas[0] * canvas[1], lam=lam,
+                                   beta=beta)
         want = loss.eq1_reference(y, corners, m, lam=lam, beta=beta)
         assert float(got) == pytest.approx(want, rel=1e-4, abs=1e-3)
     assert float(terms["overlap"]) > 0 and float(terms["outside"]) > 0
@@ -37,40 +62,41 @@ def test_padding_patches_contribute_nothing():
     y = rng.uniform(0.1, 0.9, (2, k, k))
     out = np.zeros((2, k, k), np.float32)
     idx = loss.canvas_indices(corners, k, canvas)
-    base, _ = loss.eq1_loss(tf.constant(_logit(y), tf.float32), out, idx, 256)
+    base, _ = loss.eq1_loss(_logit(y), ops.convert_to_tensor(out), ops.convert_to_tensor(idx),
+                            256)
     # add a padding patch with a large output at the same place: weight 0
     y3 = np.concatenate([y, np.full((1, k, k), 0.99)])
     idx3 = np.concatenate([idx, idx[:1]])
-    w = tf.constant([1.0, 1.0, 0.0])
-    padded, _ = loss.eq1_loss(tf.constant(_logit(y3), tf.float32), np.zeros((3, k, k), np.float32),
-                              idx3, 256, weight=w)
+    w = ops.convert_to_tensor(np.array([1.0, 1.0, 0.0], np.float32))
+    padded, _ = loss.eq1_loss(_logit(y3), ops.zeros((3, k, k)), ops.convert_to_tensor(idx3),
+                              256, weight=w)
     assert float(padded) == pytest.approx(float(base), rel=1e-6)
 
 
 def test_loss_and_gradient_finite_at_extreme_logits():
     k = 8
-    z = tf.Variable(np.array([np.full((k, k), 1e4), np.full((k, k), -1e4),
-                              np.full((k, k), 80.0)], np.float32))
-    idx = loss.canvas_indices(np.array([[0, 0], [0, 0], [2, 2]]), k, (12, 12))
-    with tf.GradientTape() as tape:
-        val, _ = loss.eq1_loss(z, tf.ones((3, k, k)), idx, 144)
-    g = tape.gradient(val, z)
-    assert np.isfinite(float(val)) and np.all(np.isfinite(g.numpy()))
+    z = np.array([np.full((k, k), 1e4), np.full((k, k), -1e4), np.full((k, k), 80.0)], np.float32)
+    idx = ops.convert_to_tensor(loss.canvas_indices(np.array([[0, 0], [0, 0], [2, 2]]), k,
+                                                    (12, 12)))
+    val, g = _value_and_grad(lambda t: loss.eq1_loss(t, ops.ones((3, k, k)), idx, 144)[0], z)
+    assert np.isfinite(val) and np.all(np.isfinite(g)) and np.abs(g).max() > 0
 
 
-def test_augmentation_inverse_all_eight_and_tf_matches_numpy():
+def test_augmentation_inverse_all_eight_and_ops_match_numpy():
     rng = np.random.default_rng(0)
     x = rng.random((8, 6, 6, 2)).astype(np.float32)
     codes = np.arange(8, dtype=np.int32)
+    flags = ops.convert_to_tensor(patches.dihedral_flags(codes))
     aug = patches.augment_np(x, codes)
     assert len({aug[i].tobytes() for i in range(8)}) == 8       # 8 distinct transforms
     np.testing.assert_array_equal(patches.invert_np(aug, codes), x)
-    np.testing.assert_array_equal(patches.augment_tf(tf.constant(x), codes).numpy(), aug)
+    as_np = ops.convert_to_numpy
+    np.testing.assert_array_equal(as_np(patches.augment_ops(ops.convert_to_tensor(x), flags)), aug)
     y = x[..., 0]
     np.testing.assert_array_equal(
-        patches.invert_tf(patches.augment_tf(tf.constant(y), codes), codes).numpy(), y)
-    np.testing.assert_array_equal(patches.invert_tf(tf.constant(patches.augment_np(y, codes)),
-                                                    codes).numpy(), y)
+        as_np(patches.invert_ops(patches.augment_ops(ops.convert_to_tensor(y), flags), flags)), y)
+    np.testing.assert_array_equal(
+        as_np(patches.invert_ops(ops.convert_to_tensor(patches.augment_np(y, codes)), flags)), y)
 
 
 def test_extract_patches_border_and_disk():

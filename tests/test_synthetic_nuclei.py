@@ -13,11 +13,13 @@ def two_fields():
 
 
 def test_training_lowers_the_cross_entropy(tmp_path, two_fields):
-    cfg = sn.NucleusConfig(tile=64, batch=4, max_steps=40, patience=100, seed=1)
+    # NumPy-drawn initial weights (any backend): the first 8 vs last 8 of 60 steps dropped by
+    # 0.062-0.069 for seeds 1-3 (40 steps: 0.032-0.051)
+    cfg = sn.NucleusConfig(tile=64, batch=4, max_steps=60, patience=100, seed=1)
     res = sn.train_nucleus_model([f.images["fluorescence"] for f in two_fields],
                                  [sn.nucleus_target(f.nucleus) for f in two_fields], cfg,
                                  channels=["fluorescence"], progress=False)
-    assert len(res.history) == 40 and res.stop_reason == "max_steps"
+    assert len(res.history) == 60 and res.stop_reason == "max_steps"
     assert res.losses[-8:].mean() < res.losses[:8].mean() - 0.04
     assert 3 < res.radius < 10
     p = sn.save_nucleus_model(res, tmp_path / "nuc.keras")
