@@ -47,6 +47,38 @@ def test_failed_notebook_stops_run_and_keeps_copy(tmp_path):
     assert main(["run-notebooks", "--out", str(out), "--notebooks", str(nbdir)]) == 1
 
 
+def test_trainings_in_the_kernel_report_to_the_terminal(tmp_path):
+    # one progress line per model reaches the runner's log, from inside the kernel
+    nbdir = tmp_path / "nbs"
+    nbdir.mkdir()
+    _nb(nbdir / "01_fit.ipynb", "out_dir = '.'",
+        "from cellnb.train import StepReport\n"
+        "r = StepReport('toy model', total=4, every=0)\n"
+        "for k in range(1, 5):\n    r.update(k, -float(k))\n"
+        "r.done(4, 'max_steps', -4.0)")
+    lines = []
+    runner.run_notebooks(tmp_path / "run", folder=nbdir, log=lines.append)
+    assert lines[0].startswith("[cellnb] running 01_fit.ipynb")
+    assert "[cellnb]   toy model: step 2/4, loss -2" in lines[2]
+    assert lines[-2] == "[cellnb]   toy model: max_steps after 4 steps, loss -4, 0 s"
+    assert lines[-1].startswith("[cellnb] 01_fit.ipynb done in")
+    # outside a runner (no CELLNB_PROGRESS) a training writes nothing anywhere
+    from cellnb.train import PROGRESS_ENV, StepReport
+    assert PROGRESS_ENV not in __import__("os").environ
+    StepReport("x", 2, every=0).update(1, 0.0)
+
+
+def test_framework_noise_is_dropped_real_warnings_kept():
+    noise = ["[IPKernelApp] WARNING | Kernel is running over TCP without encryption. All ...",
+             "0.00s - Debugger warning: It seems that frozen modules are being used",
+             "I0000 00:00:1.0 1 cpu_feature_guard.cc:210] oneDNN custom operations are on.",
+             "To enable the following instructions: AVX512F, in other operations, rebuild"]
+    real = ["UserWarning: the mask covers 95% of the field", "ValueError: boom",
+            "[cellnb] running 04_train.ipynb"]
+    assert all(runner.NOISE.search(s) for s in noise)
+    assert not any(runner.NOISE.search(s) for s in real)
+
+
 @pytest.mark.slow
 def test_notebook_01_runs_headless(tmp_path):
     (tmp_path / "p.yaml").write_text("fields: [field_02]\n")
