@@ -13,6 +13,7 @@ batch           many fields x parameter sets, resumable, on Dask
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 
@@ -22,7 +23,13 @@ __all__ = ["main"]
 
 
 def _cmd_run_notebooks(a) -> int:
-    from .runner import run_notebooks
+    from . import runner
+    from .validate import check_inputs, check_out_folder
+    check_inputs({"--params": a.params})
+    check_inputs({"--notebooks": a.notebooks}, folders=True)
+    check_out_folder("--out", a.out, [a.notebooks])
+    runner.check_params(a.params, a.only, a.notebooks)    # before any notebook starts
+    run_notebooks = runner.run_notebooks
     t0 = time.perf_counter()
     done = run_notebooks(a.out, a.params, only=a.only, folder=a.notebooks)
     print(f"ran {len(done)} notebook(s) into {a.out} in {time.perf_counter() - t0:.0f} s")
@@ -39,6 +46,10 @@ def _cmd_make_demo(a) -> int:
 def _cmd_markers(a) -> int:
     from .io import read_image, write_markers
     from .markers import find_markers
+    from .validate import check_inputs, check_number, check_outputs
+    check_inputs({"--nucleus": a.nucleus})
+    check_number("--sigma", a.sigma, 0, open_low=True)
+    check_outputs({"--out": (a.out, (".csv",))}, [a.nucleus])
     m = find_markers(read_image(a.nucleus), sigma=a.sigma)
     write_markers(a.out, m)
     print(f"{len(m)} markers -> {a.out}")
@@ -50,8 +61,25 @@ def _cmd_segment(a) -> int:
     from .io import read_image, read_labels, read_markers, write_labels, write_table
     from .integrate import cell_table
     from .pipeline import modality_of, segment
-    from .train import TrainConfig, load_model, save_model
+    from .train import TrainConfig, TrainingInterrupted, load_model, save_model
+    from .validate import check_inputs, check_number, check_outputs
     t0 = time.perf_counter()
+    inputs = [*a.image, a.nucleus, a.markers, a.mask, a.model, a.nucleus_model, a.hint,
+              a.init]
+    check_inputs({"--image": a.image, "--nucleus": a.nucleus, "--markers": a.markers,
+                  "--mask": a.mask, "--model": a.model, "--nucleus-model": a.nucleus_model,
+                  "--hint": a.hint, "--init": a.init})
+    if a.model and a.init:
+        raise InputError("--model applies a trained model without training and --init / "
+                         "--resume trains from one; give one of them.")
+    check_outputs({"--out": (a.out, (".tif", ".tiff")), "--table": (a.table, (".csv",)),
+                   "--save-model": (a.save_model, (".keras",))}, inputs)
+    check_number("--steps", a.steps, 1, integer=True)
+    check_number("--seed", a.seed, 0, integer=True)
+    check_number("--threshold", a.threshold, 0, 1, open_low=True, open_high=True)
+    if a.save_model and a.model:
+        raise InputError("--save-model saves a trained model, but --model applies one without "
+                         "training; drop one of them.")
     synthetic = a.markers_from == "synthetic"
     if synthetic and not a.nucleus_model:
         raise InputError("--markers-from synthetic needs --nucleus-model MODEL.keras (trained "
@@ -92,11 +120,22 @@ def _cmd_segment(a) -> int:
               file=sys.stderr)
     mask = read_labels(a.mask) > 0 if a.mask else None
     model = load_model(a.model)[0] if a.model else None
+    init = load_model(a.init)[0] if a.init else None
     cfg = TrainConfig(max_steps=a.steps, seed=a.seed, precision=a.precision)
-    res = segment(images, mods, nucleus=nucleus, markers=markers, mask=mask,
-                  use_nucleus=a.use_nucleus, config=cfg, model=model, progress=not a.quiet,
-                  hint=hint, background=a.background, threshold=a.threshold)
-    inputs = [*a.image, a.nucleus, a.markers, a.mask, a.model, a.nucleus_model, a.hint]
+    try:
+        res = segment(images, mods, nucleus=nucleus, markers=markers, mask=mask,
+                      use_nucleus=a.use_nucleus, config=cfg, model=model, progress=not a.quiet,
+                      hint=hint, background=a.background, threshold=a.threshold, init=init)
+    except TrainingInterrupted as stop:
+        if a.save_model and stop.result.steps:
+            save_model(stop.result, a.save_model)
+            print(f"cellnb: interrupted after {stop.result.steps} training steps; the model "
+                  f"so far is in {a.save_model}: continue with --resume {a.save_model}",
+                  file=sys.stderr)
+        else:
+            print(f"cellnb: interrupted after {stop.result.steps} training steps (nothing "
+                  "saved: give --save-model to keep an interrupted training)", file=sys.stderr)
+        return 130
     write_labels(a.out, res.labels, protect=[p for p in inputs if p])
     if a.table:
         write_table(a.table, cell_table(res.labels, res.markers,
@@ -113,6 +152,8 @@ def _cmd_evaluate(a) -> int:
     import json
     from .io import read_labels
     from .metrics import summarize
+    from .validate import check_inputs
+    check_inputs({"--pred": a.pred, "--truth": a.truth})
     pred, truth = read_labels(a.pred), read_labels(a.truth)
     out = summarize(truth, pred)
     if a.json:
@@ -133,6 +174,14 @@ def _cmd_train_nuclei(a) -> int:
     from .pipeline import config_channels
     from .synthetic_nuclei import (NucleusConfig, nucleus_target, save_nucleus_model,
                                    train_nucleus_model)
+    from .validate import check_inputs, check_number, check_outputs
+    check_inputs({"--fields": a.fields}, folders=True)
+    check_outputs({"--out": (a.out, (".keras",))}, a.fields)
+    check_number("--steps", a.steps, 1, integer=True)
+    check_number("--seed", a.seed, 0, integer=True)
+    check_number("--tile", a.tile, 16, integer=True)
+    if a.tile % 8:
+        raise InputError(f"--tile {a.tile}: must be a multiple of 8 (the UNet pools 3 times).")
     t0 = time.perf_counter()
     fields = [load_field(p) for p in a.fields]
     chans = config_channels(a.inputs)
@@ -155,6 +204,19 @@ def _cmd_train_nuclei(a) -> int:
 def _cmd_batch(a) -> int:
     from .batch import load_grid, run_batch
     from .runner import load_params
+    from .validate import check_inputs, check_number, check_out_folder
+    check_inputs({"--fields": a.fields}, folders=True)
+    check_inputs({"--params": a.params, "--grid": a.grid})
+    check_out_folder("--out", a.out, a.fields)
+    check_number("--workers", a.workers, 1, integer=True)
+    check_number("--train-on", a.train_on, 0, integer=True)
+    check_number("--seed", a.seed, 0, integer=True)
+    if a.threads is not None:
+        check_number("--threads", a.threads, 1, integer=True)
+    if a.scheduler and not re.match(r"^(tcp|tls|inproc|ucx)://\S+$|^[\w.-]+:\d+$",
+                                    a.scheduler):
+        raise InputError(f"--scheduler {a.scheduler}: expected an address like "
+                         "tcp://127.0.0.1:8786.")
     grid = load_grid(a.grid) if a.grid else None
     t0 = time.perf_counter()
     rows = run_batch(a.fields, a.out, load_params(a.params), grid, mode=a.mode,
@@ -216,7 +278,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=0.5,
                    help="probability threshold of --background threshold")
     p.add_argument("--model", help="apply this trained .keras model instead of training")
-    p.add_argument("--save-model", help="save the trained model here (.keras)")
+    p.add_argument("--init", "--resume", dest="init", metavar="MODEL",
+                   help="start training from this .keras model's weights: a training saved "
+                        "when it was interrupted (Ctrl-C), or a starting model trained on "
+                        "other fields of the same kind (data/models/cells__fluorescence.keras)")
+    p.add_argument("--save-model", help="save the trained model here (.keras); also saved "
+                   "when the training is interrupted with Ctrl-C")
     p.add_argument("--out", required=True, help="label TIFF to write")
     p.add_argument("--table", help="per-cell CSV (area, centroid, mean intensities)")
     p.add_argument("--steps", type=int, default=1500, help="training step budget")
@@ -267,14 +334,30 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _import_keras_quietly() -> None:
+    """Import Keras (and its backend) with the backend's start-up log lines filtered out.
+
+    TensorFlow prints its oneDNN / CPU-feature notices to stderr at import, whatever
+    TF_CPP_MIN_LOG_LEVEL says; they tell a user nothing. Real warnings pass.
+    """
+    import os
+    from .runner import quiet_stderr
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with quiet_stderr():
+        import keras  # noqa: F401
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit status."""
     ap = build_parser()
     a = ap.parse_args(argv)
+    if a.command in ("segment", "train-nuclei"):
+        _import_keras_quietly()
     try:
         return a.func(a)
     except InputError as exc:
-        print(f"cellnb: error: {exc}", file=sys.stderr)
+        msg = " ".join(str(exc).split())        # one line, whatever a library said
+        print(f"cellnb: error: {msg}", file=sys.stderr)
         return 2
     except Exception as exc:
         from .runner import NotebookFailed

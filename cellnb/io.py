@@ -213,6 +213,36 @@ def check_markers(markers, shape: Sequence[int] | None = None, name: str = "mark
 # --------------------------------------------------------------------------
 # reading
 # --------------------------------------------------------------------------
+def _check_declared_size(p: Path, suffix: str) -> None:
+    """Refuse a file whose header declares more pixels than memory holds, before reading it.
+
+    A corrupt or hostile header can claim a size that would exhaust memory when
+    the pixels are allocated; the header alone says how big the image is.
+    Unreadable headers are left to the reader (which raises a clear error).
+    """
+    from .validate import memory_available
+    try:
+        if suffix in (".tif", ".tiff"):
+            import tifffile
+            with tifffile.TiffFile(p) as tif:
+                s = tif.series[0]
+                nbytes = int(np.prod(s.shape, dtype=np.float64)) * np.dtype(s.dtype).itemsize
+                shape = tuple(s.shape)
+        else:
+            from PIL import Image
+            with Image.open(p) as im:
+                shape = (im.size[1], im.size[0], len(im.getbands()))
+                nbytes = int(np.prod(shape, dtype=np.float64)) * (2 if "16" in im.mode else 1)
+    except Exception:
+        return
+    avail = memory_available()
+    if nbytes > avail // 2:
+        raise InputError(f"{p}: its header declares an image of shape {shape} "
+                         f"({nbytes / 2**30:.1f} GiB), more than half the memory available "
+                         f"({avail / 2**30:.1f} GiB); the file is corrupt, or the image must "
+                         "be cut into smaller fields first.")
+
+
 def _read_raw(path: str | os.PathLike) -> np.ndarray:
     """Read a TIFF/PNG file into (H, W) or (H, W, C) without checking its values."""
     p = Path(path)
@@ -222,6 +252,7 @@ def _read_raw(path: str | os.PathLike) -> np.ndarray:
     if suffix not in IMAGE_SUFFIXES:
         raise InputError(f"{p}: unsupported file type {suffix!r}; use one of "
                          f"{', '.join(IMAGE_SUFFIXES)}.")
+    _check_declared_size(p, suffix)
     try:
         if suffix in (".tif", ".tiff"):
             import tifffile
@@ -328,6 +359,25 @@ def normalize(image, pmin: float = 1.0, pmax: float = 99.8, clip: bool = False,
     if clip:
         out = np.clip(out, 0, 1)
     return out.astype(np.float32)
+
+
+def read_yaml(path: str | os.PathLike, what: str = "parameter file"):
+    """Parse a YAML file; one-line :class:`InputError` for a missing, binary or invalid file."""
+    import yaml
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{p}: {what} not found.")
+    try:
+        return yaml.safe_load(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise InputError(f"{p}: not a text file; the {what} must be YAML text.") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise InputError(f"{p}: not valid YAML{where} ({problem}).") from None
+    except RecursionError:
+        raise InputError(f"{p}: YAML nested too deeply.") from None
 
 
 # --------------------------------------------------------------------------

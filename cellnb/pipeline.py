@@ -75,11 +75,51 @@ def _as_channels(images) -> np.ndarray:
 BACKGROUNDS = ("mask", "threshold")
 
 
+# Peak memory of segment() = BASE + PER_PIXEL * pixels * (1 + extra channels / 4),
+# fitted to bench/memory.py (see the README's memory table).
+MEMORY_BASE = 1100 * 2**20
+MEMORY_PER_PIXEL = 450
+
+
+def memory_estimate(shape: Sequence[int], channels: int = 1) -> int:
+    """Bytes :func:`segment` is expected to need at its peak for a field of `shape`.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        Field height and width in pixels.
+    channels : int
+        Network input image channels (cell channels, plus the nucleus if used).
+
+    Returns
+    -------
+    int
+        Estimated peak resident memory, from the fit in ``bench/memory.py``
+        (the graph-cut mask and the per-pixel maps of integration grow with the
+        area; the network and the frameworks are the base).
+    """
+    h, w = (int(v) for v in shape[:2])
+    return int(MEMORY_BASE + MEMORY_PER_PIXEL * h * w * (1 + (channels - 1) / 4))
+
+
+def check_memory(shape: Sequence[int], channels: int = 1) -> None:
+    """Refuse a field that would not fit in the memory available now, before any work."""
+    from .validate import memory_available
+    need, avail = memory_estimate(shape, channels), memory_available()
+    if need > avail:
+        h, w = shape[:2]
+        side = int(np.sqrt(max(avail - MEMORY_BASE, 0) / MEMORY_PER_PIXEL / max(channels, 1)))
+        raise InputError(f"a {h}x{w} field needs about {need / 2**30:.1f} GiB at its peak, but "
+                         f"{avail / 2**30:.1f} GiB is available; cut it into fields of at most "
+                         f"~{side}x{side} px (e.g. Field.crop) and segment them one by one, or "
+                         "free memory.")
+
+
 def segment(images, modalities: Sequence[str] | str | None = None, nucleus=None, markers=None,
             mask=None, use_nucleus: bool = False, patch_size: int | None = None,
             sigma: float = 15.0, config: _train.TrainConfig | None = None, model=None,
             progress: bool = True, log: Callable[[str], None] | None = None, hint=None,
-            background: str = "mask", threshold: float = 0.5) -> SegmentResult:
+            background: str = "mask", threshold: float = 0.5, init=None) -> SegmentResult:
     """Segment whole cells in one field without labels.
 
     Parameters
@@ -121,11 +161,20 @@ def segment(images, modalities: Sequence[str] | str | None = None, nucleus=None,
         rule, below `threshold` in every patch (:func:`cellnb.integrate.integrate`).
     threshold : float
         Probability threshold of ``background="threshold"``.
+    init : keras.Model, optional
+        Start the training from this model's weights instead of new ones: a
+        training saved when it was interrupted, or a model trained label-free on
+        other fields of the same kind (``data/models/cells__fluorescence.keras``),
+        which reaches its stable minimum in fewer steps. It must take the same
+        channels; the patch side still follows the cells.
 
     Returns
     -------
     SegmentResult
     """
+    if model is not None and init is not None:
+        raise InputError("give either model (apply without training) or init (continue "
+                         "training), not both.")
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     if background not in BACKGROUNDS:
         raise InputError(f"background must be one of {BACKGROUNDS}, got {background!r}.")
@@ -133,6 +182,7 @@ def segment(images, modalities: Sequence[str] | str | None = None, nucleus=None,
         raise InputError(f"threshold must be in (0, 1), got {threshold}.")
     img = _as_channels(images)
     h, w, c = img.shape
+    check_memory((h, w), c + int(use_nucleus))
     mods = [modalities or "fluorescence"] * c if isinstance(modalities, (str, type(None))) \
         else list(modalities)
     if len(mods) != c:
@@ -171,13 +221,23 @@ def segment(images, modalities: Sequence[str] | str | None = None, nucleus=None,
     if model is not None and model.input_shape[1] is not None:
         patch_size = int(model.input_shape[1])      # the side the model was built for
     size, scale = _patches.patch_geometry(markers, mask, size=patch_size)
+    if init is not None:
+        from .model import with_patch_size
+        if init.input_shape[-1] != x.shape[-1] + 1:     # + the Gaussian-disk channel
+            raise InputError(f"the starting model takes {init.input_shape[-1] - 1} image channels, "
+                             f"these patches have {x.shape[-1]}: start from a model trained "
+                             "on the same channels.")
+        init = with_patch_size(init, size)       # the cells decide the patch side
     ps = _patches.extract_patches(x, markers, mask, size=size, sigma=sigma, scale=scale)
     where = "" if scale == 1 else f" at working scale {scale:.2f} (cells larger than the patch)"
     t = time.perf_counter()
     result = None
     if model is None:
-        log(f"[cellnb] training on {len(ps)} patches of {size}x{size}{where}")
-        result = _train.train(ps, config, progress=progress, sigma=sigma,
+        from .model import resolve_precision
+        prec = resolve_precision((config or _train.TrainConfig()).precision)
+        log(f"[cellnb] training on {len(ps)} patches of {size}x{size}{where} "
+            f"(Keras backend {_train.backend()}, {prec})")
+        result = _train.train(ps, config, model=init, progress=progress, sigma=sigma,
                               channels=list(mods) + (["nucleus"] if use_nucleus else []))
         model = result.model
         log(f"[cellnb] trained {result.steps} steps ({result.stop_reason})")
