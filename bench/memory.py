@@ -7,8 +7,11 @@ fluorescence field of that side (cells of radius 22 px, as the paper's), the
 whole `segment` pipeline (markers, graph-cut mask, patches, a few training
 steps, integration) and the peak resident memory it reached. Training steps
 do not change the peak much (one area batch at a time), so a few suffice.
-Prints a Markdown table and the fitted bytes per pixel that
-:func:`cellnb.pipeline.memory_estimate` uses to refuse fields that would not fit.
+Prints a Markdown table beside the estimate of :func:`cellnb.pipeline.memory_estimate`
+(a base, bytes per field pixel, bytes per patch pixel of the largest training batch:
+the network's activations), which `segment` uses to refuse fields that would not fit.
+The estimate's constants were chosen from this table (a least-squares fit of the
+three terms is not meaningful on four sizes: the batch barely changes above 1024 px).
 """
 import argparse
 import json
@@ -28,11 +31,16 @@ base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t = time.perf_counter()
 res = pipeline.segment(img, "fluorescence", nucleus=nuc, progress=False, log=lambda s: None,
                        config=train.TrainConfig(max_steps=steps))
+from cellnb import patches as P
+batch = max(len(i) for i in P.area_batches(res.patches, 640))
 print("RESULT" + json.dumps({"side": side, "cells": int(res.n_cells),
       "patches": len(res.patches), "seconds": time.perf_counter() - t,
+      "batch": batch, "size": res.patches.size,
+      "batch_px": batch * res.patches.size ** 2,
       "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
       "before_mib": base / 1024,
-      "estimate_mib": pipeline.memory_estimate((side, side), 1) / 2**20}))
+      "estimate_mib": pipeline.memory_estimate((side, side), 1,
+                                               batch * res.patches.size ** 2) / 2**20}))
 """
 
 
@@ -43,8 +51,9 @@ def main():
     a = ap.parse_args()
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     rows = []
-    print("| side (px) | cells | patches | peak RSS (MiB) | estimate (MiB) | s |")
-    print("|---|---|---|---|---|---|")
+    print("| side (px) | cells | patch side | largest area batch | peak RSS (MiB) | "
+          "estimate (MiB) | s |")
+    print("|---|---|---|---|---|---|---|")
     for side in a.sizes:
         t = time.perf_counter()
         p = subprocess.run([sys.executable, "-c", CHILD, str(side), str(a.steps)], env=env,
@@ -54,15 +63,12 @@ def main():
             continue
         r = json.loads([s for s in p.stdout.splitlines() if s.startswith("RESULT")][-1][6:])
         rows.append(r)
-        print(f"| {side} | {r['cells']} | {r['patches']} | {r['peak_mib']:.0f} | "
+        print(f"| {side} | {r['cells']} | {r['size']} | {r['batch']} | {r['peak_mib']:.0f} | "
               f"{r['estimate_mib']:.0f} | {time.perf_counter() - t:.0f} |", flush=True)
-    if len(rows) >= 2:
-        import numpy as np
-        px = np.array([r["side"] ** 2 for r in rows], float)
-        mib = np.array([r["peak_mib"] for r in rows])
-        slope, icpt = np.polyfit(px, mib, 1)
-        print(f"fit: peak = {icpt:.0f} MiB + {slope * 2**20:.0f} bytes/pixel")
-
+    from cellnb import pipeline
+    print(f"estimate: {pipeline.MEMORY_BASE / 2**20:.0f} MiB + {pipeline.MEMORY_PER_PIXEL} bytes "
+          f"per field pixel + {pipeline.MEMORY_PER_BATCH_PIXEL} bytes per patch pixel of the "
+          "largest area batch (cellnb.pipeline.memory_estimate)")
 
 if __name__ == "__main__":
     main()

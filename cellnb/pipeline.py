@@ -75,14 +75,19 @@ def _as_channels(images) -> np.ndarray:
 BACKGROUNDS = ("mask", "threshold")
 
 
-# Peak memory of segment() = BASE + PER_PIXEL * pixels * (1 + extra channels / 4),
-# fitted to bench/memory.py (see the README's memory table).
+# Peak memory of segment() = BASE + PER_PIXEL * field pixels + PER_BATCH_PIXEL * patch pixels
+# of the largest training batch (the UNet's activations), fitted to bench/memory.py
+# (README, memory table). Before the patches exist, a batch is bounded by one area of
+# 640 x 640 px covered ~4 times over (patches of ~2 cell diameters around every cell).
 MEMORY_BASE = 1100 * 2**20
-MEMORY_PER_PIXEL = 450
+MEMORY_PER_PIXEL = 150
+MEMORY_PER_BATCH_PIXEL = 1000
+DEFAULT_BATCH_PIXELS = 4 * 640 * 640
 
 
-def memory_estimate(shape: Sequence[int], channels: int = 1) -> int:
-    """Bytes :func:`segment` is expected to need at its peak for a field of `shape`.
+def memory_estimate(shape: Sequence[int], channels: int = 1,
+                    batch_pixels: int | None = None) -> int:
+    """Bytes :func:`segment` is expected to need at its peak.
 
     Parameters
     ----------
@@ -90,29 +95,40 @@ def memory_estimate(shape: Sequence[int], channels: int = 1) -> int:
         Field height and width in pixels.
     channels : int
         Network input image channels (cell channels, plus the nucleus if used).
+    batch_pixels : int, optional
+        Patch pixels of the largest training batch (patches in one area x
+        patch side squared); default a bound for a crowded field.
 
     Returns
     -------
     int
-        Estimated peak resident memory, from the fit in ``bench/memory.py``
-        (the graph-cut mask and the per-pixel maps of integration grow with the
-        area; the network and the frameworks are the base).
+        Estimated peak resident memory, from the fit in ``bench/memory.py``: the
+        frameworks (base), the per-pixel maps of the mask and integration, and
+        the network's activations for one area batch, which do not grow with
+        the field.
     """
     h, w = (int(v) for v in shape[:2])
-    return int(MEMORY_BASE + MEMORY_PER_PIXEL * h * w * (1 + (channels - 1) / 4))
+    batch = DEFAULT_BATCH_PIXELS if batch_pixels is None else int(batch_pixels)
+    batch = min(batch, DEFAULT_BATCH_PIXELS * max(1.0, h * w / 640 ** 2))
+    extra = 1 + (channels - 1) / 4
+    return int(MEMORY_BASE + extra * (MEMORY_PER_PIXEL * h * w + MEMORY_PER_BATCH_PIXEL * batch))
 
 
-def check_memory(shape: Sequence[int], channels: int = 1) -> None:
-    """Refuse a field that would not fit in the memory available now, before any work."""
+def check_memory(shape: Sequence[int], channels: int = 1,
+                 batch_pixels: int | None = None) -> None:
+    """Refuse a field that would not fit in the memory available now, before the work."""
     from .validate import memory_available
-    need, avail = memory_estimate(shape, channels), memory_available()
+    need, avail = memory_estimate(shape, channels, batch_pixels), memory_available()
     if need > avail:
         h, w = shape[:2]
-        side = int(np.sqrt(max(avail - MEMORY_BASE, 0) / MEMORY_PER_PIXEL / max(channels, 1)))
+        room = avail - memory_estimate((0, 0), channels, batch_pixels)
+        side = int(np.sqrt(max(room, 0) / MEMORY_PER_PIXEL / (1 + (channels - 1) / 4)))
+        fix = (f"cut it into fields of at most ~{side}x{side} px (e.g. Field.crop) and "
+               "segment them one by one, or free memory" if side >= 256 else
+               "free memory, or use a machine with more (the network alone needs about "
+               f"{memory_estimate((0, 0), channels, batch_pixels) / 2**30:.1f} GiB)")
         raise InputError(f"a {h}x{w} field needs about {need / 2**30:.1f} GiB at its peak, but "
-                         f"{avail / 2**30:.1f} GiB is available; cut it into fields of at most "
-                         f"~{side}x{side} px (e.g. Field.crop) and segment them one by one, or "
-                         "free memory.")
+                         f"{avail / 2**30:.1f} GiB is available; {fix}.")
 
 
 def segment(images, modalities: Sequence[str] | str | None = None, nucleus=None, markers=None,
@@ -229,6 +245,11 @@ def segment(images, modalities: Sequence[str] | str | None = None, nucleus=None,
                              "on the same channels.")
         init = with_patch_size(init, size)       # the cells decide the patch side
     ps = _patches.extract_patches(x, markers, mask, size=size, sigma=sigma, scale=scale)
+    if model is None and len(ps):
+        # now the largest training batch is known: check again before training
+        largest = max(len(i) for i in _patches.area_batches(ps, (config or
+                                                                 _train.TrainConfig()).area))
+        check_memory((h, w), x.shape[-1], largest * size * size)
     where = "" if scale == 1 else f" at working scale {scale:.2f} (cells larger than the patch)"
     t = time.perf_counter()
     result = None

@@ -274,6 +274,7 @@ NOISE = re.compile(
     r"Kernel is running over TCP without encryption|Debugger warning|frozen modules"
     r"|PYDEVD_DISABLE_FILE_VALIDATION|-Xfrozen_modules|oneDNN custom operations"
     r"|TF_ENABLE_ONEDNN_OPTS|To enable the following instructions|rebuild TensorFlow"
+    r"|oneDNN supports DT_|KeyboardInterrupt caught in kernel"   # the shutdown interrupt
     r"|This TensorFlow binary is optimized|cuda drivers on your machine"
     r"|Unable to register cu(DNN|FFT|BLAS) factory|absl::InitializeLog"
     r"|computation_placer|All log messages before absl|^\s*$")

@@ -234,14 +234,24 @@ class TrainStep:
         import tensorflow as tf
         model, opt, objective = self.model, self.optimizer, self.objective
 
-        @tf.function(reduce_retracing=True)
         def step(*batch):
             with tf.GradientTape() as tape:
                 loss, terms = objective(lambda x: model(x, training=True), *batch)
             grads = tape.gradient(loss, model.trainable_variables)
             opt.apply_gradients(zip(grads, model.trainable_variables))
             return loss, terms
-        return step
+
+        compiled = []
+
+        def call(*batch):
+            # one trace for every batch size: areas hold different numbers of patches, and
+            # a trace per size cost ~4 s each (and a retracing warning) on a large field
+            if not compiled:
+                sig = [tf.TensorSpec((None,) + tuple(np.shape(b)[1:]),
+                                     tf.as_dtype(np.asarray(b).dtype)) for b in batch]
+                compiled.append(tf.function(step, input_signature=sig))
+            return compiled[0](*batch)
+        return call
 
     def _jax(self):
         import jax

@@ -15,6 +15,14 @@ if keras.backend.backend() == "tensorflow":
 from cellnb import datasets
 
 
+def write_plate(root, side: int, seed: int, n: int = 3):
+    """`n` small synthetic field folders ``well_0``... under `root` (a plate for batch tests)."""
+    for i in range(n):
+        datasets.save_field(datasets.make_field((side, side), seed=seed + i, mean_radius=14,
+                                                name=f"well_{i}"), root / f"well_{i}")
+    return root
+
+
 @pytest.fixture(scope="session")
 def small_field():
     """A small synthetic field (fast to make) with ground truth."""

@@ -8,16 +8,14 @@ import pytest
 from cellnb import batch, datasets
 from cellnb.__main__ import main
 from cellnb.io import InputError
+from conftest import write_plate
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def plate(tmp_path_factory):
-    root = tmp_path_factory.mktemp("plate")
-    for i in range(3):
-        datasets.save_field(datasets.make_field((160, 160), seed=20 + i, mean_radius=14,
-                                                name=f"well_{i}"), root / f"well_{i}")
+    root = write_plate(tmp_path_factory.mktemp("plate"), side=160, seed=20)
     bad = root / "well_bad"
     bad.mkdir()
     (bad / "fluorescence.tif").write_bytes(b"not a tiff at all")

@@ -113,7 +113,7 @@ def test_a_field_too_large_for_memory_is_refused_first(monkeypatch, small_field,
     assert pipeline.memory_estimate((1000, 1000), 1) < need < \
         pipeline.memory_estimate((3000, 3000), 3)
     monkeypatch.setattr(validate, "memory_available", lambda: need - 1)
-    with pytest.raises(InputError, match=r"3000x3000 field needs about .* cut it into fields"):
+    with pytest.raises(InputError, match=r"3000x3000 field needs about .* GiB is available"):
         pipeline.check_memory((3000, 3000))
     pipeline.check_memory((1000, 1000))
     # the command refuses before markers, mask or training

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cellnb import datasets
+from conftest import write_plate
 
 pytestmark = pytest.mark.slow
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", TF_NUM_INTRAOP_THREADS="1",
@@ -41,11 +41,7 @@ def _wait(cond, timeout, what):
 
 @pytest.fixture(scope="module")
 def plate(tmp_path_factory):
-    root = tmp_path_factory.mktemp("plate")
-    for i in range(3):
-        datasets.save_field(datasets.make_field((128, 128), seed=40 + i, mean_radius=14,
-                                                name=f"well_{i}"), root / f"well_{i}")
-    return root
+    return write_plate(tmp_path_factory.mktemp("plate"), side=128, seed=40)
 
 
 class Cluster:
