@@ -20,6 +20,7 @@ name and the error, and its partially executed copy stays for inspection.
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
 import sys
@@ -108,8 +109,16 @@ def resolve_paths(params: dict, cwd: str | Path | None = None) -> dict:
 
 
 def _declared(nb: Path) -> dict:
+    """The notebook's parameters cell (papermill), read once per file version: the command
+    line checks a parameter set before :func:`run_notebooks` plans the same run."""
+    st = Path(nb).stat()
+    return _inspect(str(Path(nb).resolve()), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=64)
+def _inspect(path: str, mtime_ns: int, size: int) -> dict:
     import papermill as pm
-    return pm.inspect_notebook(str(nb))
+    return pm.inspect_notebook(path)
 
 
 def _is_section(key: str, stems: Sequence[str]) -> bool:
