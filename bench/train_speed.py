@@ -2,7 +2,7 @@
 
 Usage: .venv/bin/python bench/train_speed.py [--backend tensorflow|jax|torch] [--steps 40]
                                               [--segment-steps 0] [--precision auto]
-                                              [--init data/models/cells__fluorescence.keras]
+                                              [--init MODEL.keras]
 
 Prints: the Keras backend and the devices it sees, patches per second of the
 training step (after a warm-up step that compiles it), seconds per step, the
@@ -32,7 +32,7 @@ def _args():
                     help="also time `segment` end to end with this step budget")
     ap.add_argument("--precision", default="auto", help="UNet dtype policy (TrainConfig)")
     ap.add_argument("--init", help="--segment-steps: start training from this .keras model "
-                                   "(e.g. data/models/cells__fluorescence.keras)")
+                                   "(e.g. one saved by segment --save-model on another field)")
     return ap.parse_args()
 
 

@@ -29,9 +29,8 @@ def _cmd_run_notebooks(a) -> int:
     check_inputs({"--notebooks": a.notebooks}, folders=True)
     check_out_folder("--out", a.out, [a.notebooks])
     runner.check_params(a.params, a.only, a.notebooks)    # before any notebook starts
-    run_notebooks = runner.run_notebooks
     t0 = time.perf_counter()
-    done = run_notebooks(a.out, a.params, only=a.only, folder=a.notebooks)
+    done = runner.run_notebooks(a.out, a.params, only=a.only, folder=a.notebooks)
     print(f"ran {len(done)} notebook(s) into {a.out} in {time.perf_counter() - t0:.0f} s")
     return 0
 
@@ -280,8 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="apply this trained .keras model instead of training")
     p.add_argument("--init", "--resume", dest="init", metavar="MODEL",
                    help="start training from this .keras model's weights: a training saved "
-                        "when it was interrupted (Ctrl-C), or a starting model trained on "
-                        "other fields of the same kind (data/models/cells__fluorescence.keras)")
+                        "when it was interrupted (Ctrl-C), or your own model trained on fields "
+                        "like these (same channels)")
     p.add_argument("--save-model", help="save the trained model here (.keras); also saved "
                    "when the training is interrupted with Ctrl-C")
     p.add_argument("--out", required=True, help="label TIFF to write")

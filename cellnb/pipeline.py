@@ -180,9 +180,10 @@ def segment(images, modalities: Sequence[str] | str | None = None, nucleus=None,
     init : keras.Model, optional
         Start the training from this model's weights instead of new ones: a
         training saved when it was interrupted, or a model trained label-free on
-        other fields of the same kind (``data/models/cells__fluorescence.keras``),
-        which reaches its stable minimum in fewer steps. It must take the same
-        channels; the patch side still follows the cells.
+        other fields of the same kind (measured on a 1750x1750 synthetic field:
+        a start from a demo field's model did not reach the stable minimum in
+        fewer steps; README, Benchmarks). It must take the same channels; the
+        patch side still follows the cells.
 
     Returns
     -------
