@@ -501,8 +501,7 @@ def train(patches: PatchSet, config: TrainConfig | None = None, model=None,
                         break
                 if len(history) >= cfg.max_steps:
                     break
-    except KeyboardInterrupt:
-        step.sync()
+    except KeyboardInterrupt:      # the finally below syncs the weights before this leaves
         raise TrainingInterrupted(TrainResult(
             model=model, config=cfg, history=history, stop_reason="interrupted",
             patch_size=patches.size, sigma=sigma, channels=list(channels or []))) from None
