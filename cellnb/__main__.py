@@ -141,7 +141,7 @@ def _cmd_segment(a) -> int:
                                         dict(zip([f"image{i + 1}" for i in range(len(images))],
                                                  images))))
     if a.save_model and res.training is not None:
-        save_model(res.training, a.save_model)
+        save_model(res.training, a.save_model, confident=round(res.confident, 3))
     print(f"{res.n_cells} cells, {len(res.markers)} markers, "
           f"{time.perf_counter() - t0:.1f} s -> {a.out}")
     return 0
@@ -222,8 +222,12 @@ def _cmd_batch(a) -> int:
                      workers=a.workers, scheduler=a.scheduler, threads=a.threads, force=a.force,
                      train_on=a.train_on, only=a.only, seed=a.seed, progress=not a.quiet)
     failed = [r for r in rows if r["status"] == "failed"]
+    warned = [r["run"] for r in rows if r.get("warning")]
     print(f"{len(rows)} runs ({len(failed)} failed) in {time.perf_counter() - t0:.0f} s -> "
           f"{a.out}/index.md")
+    if warned:
+        print(f"cellnb: {len(warned)} run(s) trained a network that is not confident (see the "
+              f"warning column of index.md): {', '.join(warned)}", file=sys.stderr)
     return 1 if failed else 0
 
 

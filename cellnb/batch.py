@@ -283,7 +283,7 @@ def _segment_run(task: Task, folder: Path) -> dict:
         if len(configs) != 1:
             raise InputError("a shared model (--train-on) is trained for one input set; give "
                              "one entry in configs.")
-    labels = {}
+    labels, warnings = {}, []
     for c in configs:
         res = pipeline.segment_field(field, pipeline.config_channels(c), config=cfg,
                                      model=model, patch_size=p["patch_size"], progress=False,
@@ -294,7 +294,12 @@ def _segment_run(task: Task, folder: Path) -> dict:
         write_table(folder / f"cells__{c}.csv",
                     integrate.cell_table(lab, res.markers, field.images))
         labels[c] = lab
-    return _headline(field, labels)
+        if res.warning:
+            warnings.append(f"{c}: {res.warning}")
+    head = _headline(field, labels)
+    if warnings:          # the index marks the run in its warning column
+        head["warning"] = " | ".join(warnings)
+    return head
 
 
 def _notebooks_run(task: Task, folder: Path) -> dict:
@@ -402,7 +407,7 @@ def train_shared(fields: Sequence[str], params: dict, path: str, threads: int = 
 # --------------------------------------------------------------------------
 # the batch
 # --------------------------------------------------------------------------
-INDEX_COLUMNS = ["run", "field", "set", "status", "seconds", "model", "error"]
+INDEX_COLUMNS = ["run", "field", "set", "status", "seconds", "model", "error", "warning"]
 
 
 def write_index(out: str | os.PathLike, rows: Sequence[dict]) -> Path:

@@ -21,10 +21,14 @@ from . import train as _train
 from .io import InputError, check_image, check_markers, normalize
 from .mask import modality_of
 
-__all__ = ["SegmentResult", "BACKGROUNDS", "segment", "segment_field", "field_markers",
+__all__ = ["SegmentResult", "CollapseWarning", "BACKGROUNDS", "segment", "segment_field", "field_markers",
            "modality_of", "config_channels",
            "cached_markers", "cached_mask", "field_patches", "cached_model", "apply_model",
            "cached_labels", "baseline_labels", "classical_labels", "cached_nucleus_model", "synthetic_field_markers"]
+
+
+class CollapseWarning(UserWarning):
+    """A trained model gives almost no marker a confident core (:func:`cellnb.integrate.collapse_message`)."""
 
 
 @dataclass
@@ -44,6 +48,12 @@ class SegmentResult:
         None when an already-trained model was applied.
     seconds : dict
         Wall time of each step.
+    confident : float
+        Share of markers with a confident core in their own patch
+        (:func:`cellnb.integrate.confident_share`).
+    warning : str or None
+        :func:`cellnb.integrate.collapse_message`: set when the training
+        collapsed and the labels come from the mask alone.
     """
 
     labels: np.ndarray
@@ -53,6 +63,8 @@ class SegmentResult:
     patches: object
     training: object = None
     seconds: dict = dc_field(default_factory=dict)
+    confident: float = 1.0
+    warning: str | None = None
 
     @property
     def n_cells(self) -> int:
@@ -272,8 +284,12 @@ def segment(images, modalities: Sequence[str] | str | None = None, nucleus=None,
     else:
         labels = _integrate.integrate(probs, ps, threshold)
     secs["integrate"] = time.perf_counter() - t
+    share = _integrate.confident_share(probs, ps)
+    warning = _integrate.collapse_message(share)
+    if warning:
+        log(f"[cellnb] WARNING: {warning}.")
     return SegmentResult(labels=labels, markers=markers, mask=mask, probs=probs, patches=ps,
-                         training=result, seconds=secs)
+                         training=result, seconds=secs, confident=share, warning=warning)
 
 
 def segment_field(field, channels: Sequence[str], markers=None, mask=None, **kwargs
@@ -398,7 +414,10 @@ def cached_model(field, config: str, run, train_config: _train.TrainConfig | Non
     Returns
     -------
     model, meta : keras.Model, dict
-        ``meta`` as saved by :func:`cellnb.train.save_model` (loss history...).
+        ``meta`` as saved by :func:`cellnb.train.save_model` (loss history...),
+        with ``confident``: the share of markers with a confident core
+        (:func:`cellnb.integrate.confident_share`); a :class:`CollapseWarning`
+        says when it is too low.
     """
     path = run.model(f"{field.name}__{config}")
     if path.exists():
@@ -407,8 +426,18 @@ def cached_model(field, config: str, run, train_config: _train.TrainConfig | Non
     mk = cached_markers(field, run, markers_from)
     ps = field_patches(field, chans, mk, cached_mask(field, run, chans, mk), patch_size)
     res = _train.train(ps, train_config, progress=progress, channels=chans)
-    _train.save_model(res, path)
+    share = _integrate.confident_share(_integrate.predict_patches(res.model, ps), ps)
+    _warn_collapse(share, f"{field.name} · {config}")
+    _train.save_model(res, path, confident=round(share, 3))
     return _train.load_model(path)
+
+
+def _warn_collapse(share: float, what: str) -> None:
+    """A :class:`CollapseWarning` (shown in a notebook's output) when the network is unsure."""
+    warning = _integrate.collapse_message(share)
+    if warning:
+        import warnings
+        warnings.warn(f"{what}: {warning}.", CollapseWarning, stacklevel=3)
 
 
 def apply_model(model, meta: dict, field, channels: Sequence[str], markers, mask,
@@ -443,6 +472,7 @@ def apply_model(model, meta: dict, field, channels: Sequence[str], markers, mask
     ps = field_patches(field, channels, markers, mask, meta.get("patch_size"),
                        meta.get("sigma", 15.0))
     probs = _integrate.predict_patches(model, ps)
+    _warn_collapse(_integrate.confident_share(probs, ps), field.name)
     if background == "threshold":
         return _integrate.integrate(probs, ps, threshold)
     cell = [c for c in channels if c != "nucleus"]

@@ -36,7 +36,7 @@ from .io import InputError, atomic_path
 from .loss import canvas_indices, eq1_loss
 from .patches import PatchSet, area_batches, augment_ops, dihedral_flags, invert_ops
 
-__all__ = ["TrainConfig", "TrainResult", "TrainStep", "StepReport", "TrainingInterrupted", "Plateau", "plateau_window", "train",
+__all__ = ["TrainConfig", "TrainResult", "TrainStep", "learning_rate", "optimizer", "StepReport", "TrainingInterrupted", "Plateau", "plateau_window", "train",
            "eq1_objective", "save_model", "save_keras", "load_model", "set_seed", "backend"]
 
 
@@ -75,10 +75,30 @@ class TrainConfig:
         where the hardware has it (1.34x faster per step on this project's
         CPU, same accuracy); the saved config records what was used.
     learning_rate : float
-        Adam step size. 3e-3 measured slightly better than Keras' usual 1e-3
-        at CPU-sized budgets (300 steps: mIOU 0.608 vs 0.599 on field_01
-        fluorescence; 0.614 vs 0.601 on a 256x256 crop of field_02 with
-        fluorescence + bright-field + nucleus) and was never unstable.
+        Adam step size after the warm-up. 3e-3 measured slightly better than
+        Keras' usual 1e-3 at CPU-sized budgets (300 steps: mIOU 0.608 vs 0.599
+        on field_01 fluorescence; 0.614 vs 0.601 on a 256x256 crop of field_02
+        with fluorescence + bright-field + nucleus).
+    warmup : int
+        Steps over which the learning rate rises linearly to
+        `learning_rate` (0: none). Without it, training collapsed on crowded
+        fields, depending on the seed alone: Adam's first steps move every
+        weight by about the full rate, the outputs drop everywhere at once
+        (covered area per patch 265 -> 146 in two steps) and the network
+        settles in a degenerate minimum where no patch claims the cell under
+        its own marker (output ~0.01 at the marker, ~0.1 on a ring 20-30 px
+        out; loss -140 to -170 per patch against -200 to -300 for a real
+        segmentation; no pixel of any patch above 0.5). Eq. 1 is symmetric in
+        which patch claims a pixel; only the Gaussian disk breaks that
+        symmetry, and the crash erases what the start had of it. Measured on
+        a 256x256 crop of demo field_03 (fluorescence, 300 steps, mIOU /
+        AP@0.5): seeds 0 and 2 collapsed (0.350 / 0.183, every seed of beta 15,
+        beta 3, learning rate 1e-3 alike), seed 1 trained (0.605 / 0.694); with
+        a 50-step warm-up seeds 0 / 2 gave 0.603 / 0.680 and 0.612 / 0.694, and
+        field_01's crop 0.608 / 0.766 (0.610 / 0.750 without). A fixed Gaussian
+        prior on the output logit also prevented it (0.605 / 0.707) but cost
+        AP where training was healthy (field_01 0.718), so it was not kept.
+        :func:`cellnb.integrate.confident_share` tells a collapse.
     max_steps : int
         Step budget.
     window, patience, min_delta :
@@ -101,6 +121,7 @@ class TrainConfig:
     norm: str = "group"
     precision: str = "auto"
     learning_rate: float = 3e-3
+    warmup: int = 50
     max_steps: int = 1500
     window: int = 0
     patience: int = 3
@@ -122,6 +143,8 @@ class TrainConfig:
             v = getattr(self, name)
             if int(v) != v or v < 1:
                 raise InputError(f"TrainConfig.{name} must be a positive integer, got {v}.")
+        if int(self.warmup) != self.warmup or self.warmup < 0:
+            raise InputError(f"TrainConfig.warmup must be an integer >= 0, got {self.warmup}.")
         return self
 
 
@@ -386,6 +409,31 @@ def plateau_window(cfg: TrainConfig, n_batches: int) -> int:
     return int(cfg.window or max(50, n_batches))
 
 
+def learning_rate(cfg: TrainConfig):
+    """The learning rate of :func:`train`: warmed up linearly over ``cfg.warmup`` steps, then constant.
+
+    Returns
+    -------
+    float or keras.optimizers.schedules.LearningRateSchedule
+        A built-in Keras schedule (``CosineDecay`` with ``alpha=1``, i.e. no
+        decay after the warm-up), so a saved model loads anywhere; called
+        with the step number it gives the rate of that step
+        (``cfg.learning_rate / cfg.warmup`` at step 0).
+    """
+    import keras
+    if not cfg.warmup:
+        return cfg.learning_rate
+    return keras.optimizers.schedules.CosineDecay(
+        cfg.learning_rate / cfg.warmup, decay_steps=1, alpha=1.0,
+        warmup_target=cfg.learning_rate, warmup_steps=cfg.warmup)
+
+
+def optimizer(cfg: TrainConfig):
+    """Adam at :func:`learning_rate`."""
+    import keras
+    return keras.optimizers.Adam(learning_rate(cfg))
+
+
 def _batch_arrays(ps: PatchSet, idx: np.ndarray, canvas: int, multiple: int):
     """Inputs of one step: patches, 1-M crops, canvas indices, weights (padded).
 
@@ -457,12 +505,12 @@ def train(patches: PatchSet, config: TrainConfig | None = None, model=None,
     if model is None:
         model = build_unet(in_ch, cfg.width, cfg.depth, patches.size, norm=cfg.norm,
                            precision=cfg.precision, seed=cfg.seed)
-        model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate))
+        model.compile(optimizer=optimizer(cfg))
     elif model.input_shape[-1] != in_ch:
         raise InputError(f"train: the model takes {model.input_shape[-1]} input channels but "
                          f"the patches have {in_ch}; use the same image channels.")
     if getattr(model, "optimizer", None) is None:
-        model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate))
+        model.compile(optimizer=optimizer(cfg))
     h, w = patches.shape
     canvas = min(cfg.area, max(h, w)) + patches.size
     step = TrainStep(model, model.optimizer, eq1_objective(canvas * canvas, cfg.lam, cfg.beta))
@@ -515,16 +563,17 @@ def train(patches: PatchSet, config: TrainConfig | None = None, model=None,
                        patch_size=patches.size, sigma=sigma, channels=list(channels or []))
 
 
-def save_model(result: TrainResult, path: str | Path) -> Path:
+def save_model(result: TrainResult, path: str | Path, **extra) -> Path:
     """Save the model (``.keras``, with optimizer state) and its parameters (``.json``).
 
     Both files are written atomically; the JSON holds the config, patch
-    size, sigma, channel names, stop reason and the loss curve.
+    size, sigma, channel names, stop reason and the loss curve, and any
+    `extra` key (e.g. ``confident``, from :func:`cellnb.pipeline.cached_model`).
     """
     meta = {"config": asdict(result.config), "patch_size": result.patch_size,
             "sigma": result.sigma, "channels": result.channels,
             "stop_reason": result.stop_reason, "steps": result.steps,
-            "history": result.history}
+            "history": result.history, **extra}
     return save_keras(result.model, path, meta)
 
 

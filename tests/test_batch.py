@@ -119,3 +119,24 @@ def test_notebooks_mode_runs_the_series_per_field(tmp_path, plate):
         assert (run / "01_markers.ipynb").exists()
         # each run saw exactly its own field
         assert [p.name for p in (run / "markers").iterdir()] == [f"{w}.csv"]
+
+
+
+def test_a_run_whose_network_is_not_confident_is_marked_in_the_index(tmp_path, plate,
+                                                                       monkeypatch):
+    """segment's collapse warning reaches the run's index row (the run itself, in-process)."""
+    from cellnb import pipeline
+    real = pipeline.segment_field
+
+    def unsure(*args, **kwargs):
+        res = real(*args, **kwargs)
+        res.warning = "the network is not confident: only 0% of the markers (test)"
+        return res
+    monkeypatch.setattr(pipeline, "segment_field", unsure)
+    task, = batch.plan([plate / "well_0"], [("base", {"steps": 2})], tmp_path)
+    row = batch.run_task(task)
+    assert row["status"] == "done"
+    assert row["warning"] == "fluorescence: the network is not confident: only 0% of the " \
+                             "markers (test)"
+    batch.write_index(tmp_path, [row])
+    assert _index(tmp_path)["well_0__base"]["warning"] == row["warning"]
