@@ -1,13 +1,16 @@
 # Two commands on a fresh machine with Python >= 3.11 and pip:
 #   make demo   set up .venv, run all notebooks on the bundled data into runs/demo/
-#               (synthetic fields, then the real phase-contrast field into runs/demo/real/)
-#   make test   set up .venv with test extras, run the test suite
+#               (synthetic fields, then the real phase-contrast field into runs/demo/real/),
+#               with the notebooks' classroom defaults; `make full` for the full experiments
+#   make test   set up .venv with test extras, run the fast test suite (every module and
+#               notebook wiring; a few minutes)
+#   make test-slow  the end-to-end accuracy checks (training, notebooks, real data, cluster)
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 RUN    ?= runs/demo
 
-.PHONY: demo table1 test setup bench clean-runs
+.PHONY: demo full table1 test test-slow setup bench clean-runs
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +24,11 @@ demo: $(VENV)/.installed
 	$(PY) -m cellnb run-notebooks --params notebooks/demo_real.yaml --out $(RUN)/real \
 	    --only 01 03 04 05 06
 
+# The full experiments of the series (Table I in notebooks 04-06, both nucleus models trained in
+# 02; about 1.5-2 hours on 2 CPU cores) -> runs/full/
+full: $(VENV)/.installed
+	$(PY) -m cellnb run-notebooks --params notebooks/full.yaml --out runs/full
+
 # Table I on all four demo fields x three input sets, scored against ground truth
 # (12 trainings; at STEPS=300 about 70 min on 2 CPU cores); rows stream to runs/table1/table1.md
 STEPS  ?= 300
@@ -28,7 +36,10 @@ table1: $(VENV)/.installed
 	$(PY) bench/table1.py --steps $(STEPS) --out runs/table1
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not slow"
+
+test-slow: $(VENV)/.installed
+	$(PY) -m pytest -q -m slow
 
 clean-runs:
 	rm -rf runs/

@@ -1,8 +1,8 @@
 """The whole method on one field, in one call (paper Fig. 1).
 
 markers -> mask -> patches -> unsupervised training -> integration.
-Used by ``python -m cellnb segment`` and by the notebooks when they need a
-step's input that an earlier notebook did not produce.
+Used by ``python -m cellnb segment``, by ``batch`` and, through the run-folder
+cache of :mod:`cellnb.cache`, by the notebooks.
 """
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ from .mask import modality_of
 
 __all__ = ["SegmentResult", "CollapseWarning", "BACKGROUNDS", "segment", "segment_field", "field_markers",
            "modality_of", "config_channels",
-           "cached_markers", "cached_mask", "field_patches", "cached_model", "apply_model",
-           "cached_labels", "baseline_labels", "classical_labels", "cached_nucleus_model", "synthetic_field_markers"]
+           "field_patches", "apply_model", "classical_labels", "synthetic_field_markers",
+           "compare_marker_sources"]
 
 
 class CollapseWarning(UserWarning):
@@ -344,54 +344,12 @@ def field_markers(field, sigma: float = 1.0) -> np.ndarray:
                      "points export) or use synthetic nuclei (notebook 02).")
 
 
-# --------------------------------------------------------------------------
-# run-folder helpers for the notebooks: load a step's result, or make and save it
-# --------------------------------------------------------------------------
 def config_channels(config: str) -> list[str]:
     """``"fluorescence+nucleus"`` -> ``["fluorescence", "nucleus"]`` (a training input set)."""
     chans = [c.strip() for c in str(config).split("+") if c.strip()]
     if not chans:
         raise InputError(f"empty channel configuration {config!r}; e.g. 'fluorescence+nucleus'.")
     return chans
-
-
-def cached_markers(field, run, source: str = "nucleus"):
-    """Markers from the run folder, or computed from the nucleus image (and saved) now.
-
-    Parameters
-    ----------
-    source : {"nucleus", "synthetic"}
-        ``"nucleus"``: notebook 01's markers (computed now if missing): from the
-        nucleus image, or the field's ``markers.csv`` when it has none;
-        ``"synthetic"``: notebook 02's markers from a synthetic nucleus image
-        (must exist). One run folder should use one source throughout.
-    """
-    from .io import read_markers, write_markers
-    if source not in ("nucleus", "synthetic"):
-        raise InputError(f"markers_from must be 'nucleus' or 'synthetic', got {source!r}.")
-    p = run.markers(field.name, source)
-    if p.exists():
-        return read_markers(p)
-    if source == "synthetic":
-        raise InputError(f"{field.name}: no synthetic-nucleus markers at {p}; run notebook 02 "
-                         "first (or use markers_from: nucleus).")
-    m = field_markers(field)
-    write_markers(p, m)
-    return m
-
-
-def cached_mask(field, run, cell_channels: Sequence[str], markers=None) -> np.ndarray:
-    """Mask from the given cell channels (notebook 03), loaded or computed and saved."""
-    from .io import read_labels, write_image
-    cell = [c for c in cell_channels if c != "nucleus"]
-    p = run.mask(field.name, "+".join(cell))
-    if p.exists():
-        return read_labels(p) > 0
-    markers = cached_markers(field, run) if markers is None else markers
-    m = _mask.foreground_mask(np.stack([field.images[c] for c in cell], -1),
-                              [modality_of(c) for c in cell], markers=markers, hint=field.hint)
-    write_image(p, m.astype(np.uint8))
-    return m
 
 
 def field_patches(field, channels: Sequence[str], markers, mask, patch_size: int | None = None,
@@ -404,32 +362,6 @@ def field_patches(field, channels: Sequence[str], markers, mask, patch_size: int
     size, scale = _patches.patch_geometry(markers, mask, size=patch_size)
     return _patches.extract_patches(field.stack(list(channels)), markers, mask, size=size,
                                     sigma=sigma, scale=scale)
-
-
-def cached_model(field, config: str, run, train_config: _train.TrainConfig | None = None,
-                 patch_size: int | None = None, progress: bool = True,
-                 markers_from: str = "nucleus"):
-    """The model for (field, channel config): loaded from the run, or trained and saved.
-
-    Returns
-    -------
-    model, meta : keras.Model, dict
-        ``meta`` as saved by :func:`cellnb.train.save_model` (loss history...),
-        with ``confident``: the share of markers with a confident core
-        (:func:`cellnb.integrate.confident_share`); a :class:`CollapseWarning`
-        says when it is too low.
-    """
-    path = run.model(f"{field.name}__{config}")
-    if path.exists():
-        return _train.load_model(path)
-    chans = config_channels(config)
-    mk = cached_markers(field, run, markers_from)
-    ps = field_patches(field, chans, mk, cached_mask(field, run, chans, mk), patch_size)
-    res = _train.train(ps, train_config, progress=progress, channels=chans)
-    share = _integrate.confident_share(_integrate.predict_patches(res.model, ps), ps)
-    _warn_collapse(share, f"{field.name} · {config}")
-    _train.save_model(res, path, confident=round(share, 3))
-    return _train.load_model(path)
 
 
 def _warn_collapse(share: float, what: str) -> None:
@@ -480,73 +412,6 @@ def apply_model(model, meta: dict, field, channels: Sequence[str], markers, mask
     return _integrate.integrate(probs, ps, threshold, mask=mask, landscape=relief)
 
 
-def cached_labels(field, config: str, run, train_config: _train.TrainConfig | None = None,
-                  threshold: float = 0.5, model_field=None, progress: bool = True,
-                  markers_from: str = "nucleus", overwrite: bool = False,
-                  background: str = "mask") -> np.ndarray:
-    """Label image of (field, config) from the run folder, or made (and saved) now.
-
-    Parameters
-    ----------
-    model_field : Field, optional
-        Apply the model trained on this other field (the paper's unseen-image
-        test); default the field's own model. Saved as
-        ``labels/<field>__<config>__model-<other>.tif``.
-    overwrite : bool
-        Integrate again even if the label image exists (notebook 05 does, so
-        a new `threshold` or `background` takes effect).
-    background : {"mask", "threshold"}
-        Integration's background rule (:func:`segment`).
-
-    Returns
-    -------
-    labels : ndarray of int32, shape (H, W)
-    """
-    from .io import read_labels, write_labels
-    src = model_field if model_field is not None else field
-    tag = config if src is field else f"{config}__model-{src.name}"
-    p = run.labels(field.name, tag)
-    if p.exists() and not overwrite:
-        return read_labels(p).astype(np.int32)
-    chans = config_channels(config)
-    model, meta = cached_model(src, config, run, train_config, progress=progress,
-                               markers_from=markers_from)
-    mk = cached_markers(field, run, markers_from)
-    labels = apply_model(model, meta, field, chans, mk, cached_mask(field, run, chans, mk),
-                         threshold, background)
-    write_labels(p, labels)
-    return labels
-
-
-def baseline_labels(field, run, cell_channels: Sequence[str], method: str = "propagate",
-                    markers_from: str = "nucleus", mask: str = "cellnb") -> np.ndarray:
-    """A classical seeded segmentation of `field`, on the CNN's markers.
-
-    Parameters
-    ----------
-    cell_channels : sequence of str
-        Image channels for the mask (and, for ``"propagate"``, the gradient).
-    method : {"propagate", "nearest"}
-        :func:`cellnb.baseline.propagate` (CellProfiler-like, seeded by the
-        nuclei of notebook 01's segmentation) or the nearest-marker split.
-    mask : {"cellnb", "classical"}
-        Inside the CNN's own mask (notebook 03), or inside the mask a
-        classical pipeline makes itself from the first cell channel
-        (:func:`cellnb.baseline.classical_mask`, one Otsu threshold).
-    """
-    from .baseline import classical_mask
-    cell = [c for c in cell_channels if c != "nucleus"]
-    mk = cached_markers(field, run, markers_from)
-    if mask == "cellnb":
-        m = cached_mask(field, run, cell, mk)
-    elif mask == "classical":
-        m = classical_mask(field.images[cell[0]], modality_of(cell[0]))
-    else:
-        raise InputError(f"baseline mask must be 'cellnb' or 'classical', got {mask!r}.")
-    return classical_labels(field, cell, mk, m, method,
-                            seed_nuclei=markers_from == "nucleus")
-
-
 def classical_labels(field, cell_channels: Sequence[str], markers, mask,
                      method: str = "propagate", seed_nuclei: bool = True) -> np.ndarray:
     """The classical seeded segmentation of `field` from given markers and mask.
@@ -580,65 +445,71 @@ def classical_labels(field, cell_channels: Sequence[str], markers, mask,
     return baseline.propagate(field.stack(list(cell_channels)), mask, markers, nuclei=nuclei)
 
 
-def cached_nucleus_model(train_fields, inputs: str, run, config=None, progress: bool = True,
-                         pretrained=None):
-    """Synthetic-nucleus model for an input set (notebook 02), loaded or trained and saved.
-
-    Parameters
-    ----------
-    train_fields : sequence of Field
-        Fields with a nucleus image to learn from (as few as two).
-    inputs : str
-        Cell channels, e.g. ``"fluorescence"`` or ``"fluorescence+brightfield"``.
-    config : NucleusConfig, optional
-    pretrained : path-like, optional
-        A folder holding ``nuclei__<inputs>.keras`` (e.g. ``data/models``):
-        use that model instead of training one.
-
-    Returns
-    -------
-    model, meta : keras.Model, dict
-        Saved as ``models/nuclei__<inputs>.keras``.
-    """
-    from pathlib import Path
-    from . import synthetic_nuclei as sn
-    if pretrained is not None:
-        p = Path(pretrained) / f"nuclei__{inputs}.keras"
-        if not p.exists():
-            raise InputError(f"{p}: no pretrained synthetic-nucleus model for {inputs!r}; "
-                             "train one (pretrained: null) or use `python -m cellnb "
-                             "train-nuclei`.")
-        return sn.load_nucleus_model(p)
-    path = run.model(f"nuclei__{inputs}")
-    if path.exists():
-        return sn.load_nucleus_model(path)
-    chans = config_channels(inputs)
-    missing = [f.name for f in train_fields if f.nucleus is None]
-    if missing or not train_fields:
-        raise InputError(f"training a synthetic-nucleus model needs fields with a nucleus "
-                         f"image; {missing or 'no fields'} have none.")
-    res = sn.train_nucleus_model([f.stack(chans) for f in train_fields],
-                                 [sn.nucleus_target(f.nucleus) for f in train_fields],
-                                 config, channels=chans, progress=progress)
-    sn.save_nucleus_model(res, path, trained_on=[f.name for f in train_fields])
-    return sn.load_nucleus_model(path)
-
-
-def synthetic_field_markers(field, model, meta: dict, run=None, allow_empty: bool = False):
-    """Synthetic nucleus image and markers of `field`; markers saved to the run folder.
+def synthetic_field_markers(field, model, meta: dict, allow_empty: bool = False):
+    """Synthetic nucleus image and markers of `field` (notebook 02).
 
     Returns
     -------
     prob : ndarray of float32 (H, W)
     markers : ndarray (N, 2)
-        Also written to ``markers/<field>__synthetic.csv`` when `run` is
-        given, where notebooks 04-06 read them with ``markers_from:
-        synthetic``. Empty only with `allow_empty` (then nothing is written).
+        Empty only with `allow_empty`. :func:`cellnb.cache.synthetic_markers`
+        also saves them to a run folder for notebooks 04-06.
     """
     from . import synthetic_nuclei as sn
-    from .io import write_markers
     prob = sn.predict_nuclei(model, field.stack(meta["channels"]))
-    mk = sn.synthetic_markers(prob, meta.get("radius"), allow_empty=allow_empty)
-    if run is not None and len(mk):
-        write_markers(run.markers(field.name, "synthetic"), mk)
-    return prob, mk
+    return prob, sn.synthetic_markers(prob, meta.get("radius"), allow_empty=allow_empty)
+
+
+def compare_marker_sources(field, channels: Sequence[str], synthetic, config=None,
+                           crop: int | None = None, log: Callable[[str], None] | None = None
+                           ) -> tuple[list[dict], dict]:
+    """The same unsupervised segmentation from the real and from synthetic markers (notebook 02).
+
+    Parameters
+    ----------
+    field : Field
+        A field with a nucleus image (the real markers) and, for the scores,
+        ground truth.
+    channels : sequence of str
+        Training input set, e.g. ``["fluorescence"]``.
+    synthetic : ndarray, shape (N, 2)
+        Markers from the synthetic nucleus image of the whole field.
+    config : TrainConfig, optional
+        Training of both segmentations (same seed).
+    crop : int, optional
+        Segment only the top-left `crop` x `crop` px (both marker sets cut
+        alike), so that a class waits ~1 minute per training instead of ~3.
+
+    Returns
+    -------
+    rows : list of dict
+        One per marker source: markers, mIOU and AP@0.5 against the truth
+        (when the field has it), agreement of the synthetic run with the real one.
+    labels : dict
+        ``{"real": labels, "synthetic": labels}``, each (H, W) int32 of the
+        (cropped) field.
+    """
+    from . import metrics
+    from .io import check_markers
+    syn = check_markers(synthetic, field.shape)
+    g = field
+    if crop is not None:
+        g = field.crop(slice(0, int(crop)), slice(0, int(crop)))
+        syn = syn[(syn[:, 0] <= g.shape[0] - 1) & (syn[:, 1] <= g.shape[1] - 1)]
+    if g.nucleus is None:
+        raise InputError(f"{field.name}: no nucleus image, so no real markers to compare with.")
+    quiet = log or (lambda s: None)
+    runs = {"real": segment_field(g, channels, config=config, progress=False, log=quiet),
+            "synthetic": segment_field(g, channels, markers=syn, config=config,
+                                       progress=False, log=quiet)}
+    rows = []
+    for name, res in runs.items():
+        row = {"field": g.name, "inputs": "+".join(channels), "markers": name,
+               "n_markers": len(res.markers)}
+        if g.cells is not None:
+            s = metrics.summarize(g.cells, res.labels)
+            row.update(mIOU_vs_truth=round(s["mIOU"], 3), AP50=round(s["AP50"], 3))
+        row["agreement_with_real"] = "" if name == "real" else \
+            round(metrics.agreement(runs["real"].labels, res.labels)["mean"], 3)
+        rows.append(row)
+    return rows, {k: r.labels for k, r in runs.items()}

@@ -490,7 +490,6 @@ def train(patches: PatchSet, config: TrainConfig | None = None, model=None,
     -------
     TrainResult
     """
-    import keras
     from .model import build_unet, resolve_precision
     cfg = (config or TrainConfig()).check()
     cfg = replace(cfg, precision=resolve_precision(cfg.precision))   # record what ran
@@ -568,7 +567,7 @@ def save_model(result: TrainResult, path: str | Path, **extra) -> Path:
 
     Both files are written atomically; the JSON holds the config, patch
     size, sigma, channel names, stop reason and the loss curve, and any
-    `extra` key (e.g. ``confident``, from :func:`cellnb.pipeline.cached_model`).
+    `extra` key (e.g. ``confident``, from :func:`cellnb.cache.cached_model`).
     """
     meta = {"config": asdict(result.config), "patch_size": result.patch_size,
             "sigma": result.sigma, "channels": result.channels,

@@ -87,7 +87,9 @@ def test_notebook_02_synthetic_nuclei(tmp_path):
     assert (out / "markers" / "field_03__synthetic.csv").exists()
     assert (out / "figures" / "02_composite_field_03_fluorescence.png").exists()
     seg = _table(out / "tables" / "02_segmentation.csv")
-    assert [r["markers"] for r in seg] == ["real", "synthetic (fluorescence)"]
+    assert [r["markers"] for r in seg] == ["real", "synthetic"]
+    assert [r["field"] for r in seg] == ["field_03_crop"] * 2       # the 256x256 crop
+    assert all(0 < float(r["mIOU_vs_truth"]) < 1 and int(r["n_markers"]) > 50 for r in seg)
 
 
 def test_notebooks_01_03_on_the_real_phase_contrast_field(tmp_path):
