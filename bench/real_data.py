@@ -112,6 +112,7 @@ def main():
                      mask="truth" if a.mask == "truth" else "cellnb",
                      mask_IoU=round(metrics.mask_iou(res.mask, truth_fg), 3),
                      seconds=round(cnn_s), steps=res.training.steps,
+                     confident=round(res.confident, 2), retried=res.training.retried,
                      patch=res.patches.size, scale=round(res.patches.scale, 2),
                      cells_fit=round(fit, 2), **base))
         for mname, m in (("cellnb", cmask), ("classical", own)):

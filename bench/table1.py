@@ -55,6 +55,7 @@ def main():
                                          progress=False, log=lambda s: None)
             emit(row(f.name, "CNN " + config, metrics.summarize(f.cells, res.labels),
                      steps=res.training.steps, stop=res.training.stop_reason,
+                     confident=round(res.confident, 2), retried=res.training.retried,
                      precision=res.training.config.precision,
                      seconds=round(time.perf_counter() - t0)))
             if config == "fluorescence":

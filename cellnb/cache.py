@@ -18,7 +18,7 @@ from . import train as _train
 from .io import InputError
 from .mask import modality_of
 from .pipeline import (_warn_collapse, apply_model, classical_labels, config_channels,
-                       field_markers, field_patches)
+                       field_markers, field_patches, train_confident)
 
 __all__ = ["cached_markers", "cached_mask", "cached_model", "cached_labels", "baseline_labels",
            "cached_nucleus_model", "synthetic_markers"]
@@ -82,8 +82,9 @@ def cached_model(field, config: str, run, train_config: _train.TrainConfig | Non
     chans = config_channels(config)
     mk = cached_markers(field, run, markers_from)
     ps = field_patches(field, chans, mk, cached_mask(field, run, chans, mk), patch_size)
-    res = _train.train(ps, train_config, progress=progress, channels=chans)
-    share = _integrate.confident_share(_integrate.predict_patches(res.model, ps), ps)
+    res, probs = train_confident(ps, train_config, progress=progress, channels=chans,
+                                 log=lambda s: print(s, flush=True))
+    share = _integrate.confident_share(probs, ps)
     _warn_collapse(share, f"{field.name} · {config}")
     _train.save_model(res, path, confident=round(share, 3))
     return _train.load_model(path)

@@ -98,7 +98,12 @@ class TrainConfig:
         field_01's crop 0.608 / 0.766 (0.610 / 0.750 without). A fixed Gaussian
         prior on the output logit also prevented it (0.605 / 0.707) but cost
         AP where training was healthy (field_01 0.718), so it was not kept.
-        :func:`cellnb.integrate.confident_share` tells a collapse.
+        The warm-up is no cure-all: on the sparse real phase-contrast field
+        Usiigaci set3 it collapsed the other way (every output ~0; mIOU 0.528 /
+        AP@0.5 0.441, against 0.642 / 0.861 without it). So
+        :func:`cellnb.integrate.confident_share` tells a collapse, and
+        :func:`cellnb.pipeline.train_confident` then trains once more with the
+        other start (set3: 0.642 / 0.861 again).
     max_steps : int
         Step budget.
     window, patience, min_delta :
@@ -162,6 +167,9 @@ class TrainResult:
         ``"plateau"`` or ``"max_steps"``.
     patch_size, sigma, channels :
         How the patches were made (needed to apply the model).
+    retried : bool
+        Set by :func:`cellnb.pipeline.train_confident` when this is the second
+        training of the field (the first came out unsure).
     """
 
     model: object
@@ -171,6 +179,7 @@ class TrainResult:
     patch_size: int = 64
     sigma: float = 15.0
     channels: list = dc_field(default_factory=list)
+    retried: bool = False
 
     @property
     def steps(self) -> int:
@@ -572,7 +581,7 @@ def save_model(result: TrainResult, path: str | Path, **extra) -> Path:
     meta = {"config": asdict(result.config), "patch_size": result.patch_size,
             "sigma": result.sigma, "channels": result.channels,
             "stop_reason": result.stop_reason, "steps": result.steps,
-            "history": result.history, **extra}
+            "retried": result.retried, "history": result.history, **extra}
     return save_keras(result.model, path, meta)
 
 

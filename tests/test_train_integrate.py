@@ -81,6 +81,27 @@ def test_segment_says_when_the_network_is_not_confident(small_field):
                              ["fluorescence"], res.markers, res.mask)
 
 
+def test_an_unsure_training_is_repeated_once_with_the_other_start(small_patches, monkeypatch):
+    from cellnb import pipeline
+    shares = iter([0.0, 0.9])
+    monkeypatch.setattr(integrate, "confident_share", lambda probs, ps: next(shares))
+    lines = []
+    res, probs = pipeline.train_confident(small_patches, train.TrainConfig(max_steps=2),
+                                          progress=False, log=lines.append)
+    assert res.retried and res.config.warmup == 0 and res.steps == 2
+    assert probs.shape == small_patches.x.shape[:3]
+    assert lines and "training again from new weights with warmup=0" in lines[0]
+    # a confident first training is kept as it is, and so is a continued one
+    monkeypatch.setattr(integrate, "confident_share", lambda probs, ps: 0.95)
+    res, _ = pipeline.train_confident(small_patches, train.TrainConfig(max_steps=2, warmup=0),
+                                      progress=False, log=lines.append)
+    assert not res.retried and res.config.warmup == 0 and len(lines) == 1
+    monkeypatch.setattr(integrate, "confident_share", lambda probs, ps: 0.0)
+    res2, _ = pipeline.train_confident(small_patches, train.TrainConfig(max_steps=2),
+                                       init=res.model, progress=False, log=lines.append)
+    assert not res2.retried and len(lines) == 1
+
+
 def test_plateau_window_is_long_enough_to_ignore_noise():
     # 20-step windows stopped a 1750x1750 field at 200 steps, well before its minimum
     assert train.plateau_window(train.TrainConfig(), n_batches=1) == 50
