@@ -12,7 +12,6 @@ from typing import Sequence
 
 import numpy as np
 
-from . import integrate as _integrate
 from . import mask as _mask
 from . import train as _train
 from .io import InputError
@@ -82,9 +81,8 @@ def cached_model(field, config: str, run, train_config: _train.TrainConfig | Non
     chans = config_channels(config)
     mk = cached_markers(field, run, markers_from)
     ps = field_patches(field, chans, mk, cached_mask(field, run, chans, mk), patch_size)
-    res, probs = train_confident(ps, train_config, progress=progress, channels=chans,
-                                 log=lambda s: print(s, flush=True))
-    share = _integrate.confident_share(probs, ps)
+    res, _, share = train_confident(ps, train_config, progress=progress, channels=chans,
+                                    log=lambda s: print(s, flush=True))
     _warn_collapse(share, f"{field.name} · {config}")
     _train.save_model(res, path, confident=round(share, 3))
     return _train.load_model(path)

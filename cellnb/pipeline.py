@@ -271,7 +271,7 @@ def segment(images, modalities: Sequence[str] | str | None = None, nucleus=None,
         prec = resolve_precision((config or _train.TrainConfig()).precision)
         log(f"[cellnb] training on {len(ps)} patches of {size}x{size}{where} "
             f"(Keras backend {_train.backend()}, {prec})")
-        result, probs = train_confident(
+        result, probs, share = train_confident(
             ps, config, init=init, progress=progress, sigma=sigma, log=log,
             channels=list(mods) + (["nucleus"] if use_nucleus else []))
         model = result.model
@@ -280,13 +280,13 @@ def segment(images, modalities: Sequence[str] | str | None = None, nucleus=None,
     t = time.perf_counter()
     if result is None:
         probs = _integrate.predict_patches(model, ps)
+        share = _integrate.confident_share(probs, ps)
     if background == "mask":
         labels = _integrate.integrate(probs, ps, threshold, mask=mask,
                                       landscape=_integrate.border_landscape(img, mods))
     else:
         labels = _integrate.integrate(probs, ps, threshold)
     secs["integrate"] = time.perf_counter() - t
-    share = _integrate.confident_share(probs, ps)
     warning = _integrate.collapse_message(share)
     if warning:
         log(f"[cellnb] WARNING: {warning}.")
@@ -328,6 +328,8 @@ def train_confident(patches, config: _train.TrainConfig | None = None, init=None
         ``result.retried`` is True when the second training ran.
     probs : ndarray of float32, shape (N, k, k)
         The kept model's patch outputs (:func:`cellnb.integrate.predict_patches`).
+    share : float
+        Their :func:`cellnb.integrate.confident_share`.
     """
     from dataclasses import replace
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
@@ -336,16 +338,17 @@ def train_confident(patches, config: _train.TrainConfig | None = None, init=None
     probs = _integrate.predict_patches(result.model, patches)
     share = _integrate.confident_share(probs, patches)
     if share >= _integrate.COLLAPSE_SHARE or init is not None:
-        return result, probs
+        return result, probs, share
     other = replace(cfg, warmup=0 if cfg.warmup else _train.TrainConfig().warmup)
     log(f"[cellnb] the network is not confident ({share:.0%} of the markers); training again "
         f"from new weights with warmup={other.warmup}")
     again = _train.train(patches, other, **kwargs)
     probs2 = _integrate.predict_patches(again.model, patches)
-    if _integrate.confident_share(probs2, patches) > share:
-        result, probs = again, probs2
+    share2 = _integrate.confident_share(probs2, patches)
+    if share2 > share:
+        result, probs, share = again, probs2, share2
     result.retried = True
-    return result, probs
+    return result, probs, share
 
 
 def segment_field(field, channels: Sequence[str], markers=None, mask=None, **kwargs

@@ -86,19 +86,19 @@ def test_an_unsure_training_is_repeated_once_with_the_other_start(small_patches,
     shares = iter([0.0, 0.9])
     monkeypatch.setattr(integrate, "confident_share", lambda probs, ps: next(shares))
     lines = []
-    res, probs = pipeline.train_confident(small_patches, train.TrainConfig(max_steps=2),
-                                          progress=False, log=lines.append)
-    assert res.retried and res.config.warmup == 0 and res.steps == 2
+    res, probs, share = pipeline.train_confident(small_patches, train.TrainConfig(max_steps=2),
+                                                 progress=False, log=lines.append)
+    assert res.retried and res.config.warmup == 0 and res.steps == 2 and share == 0.9
     assert probs.shape == small_patches.x.shape[:3]
     assert lines and "training again from new weights with warmup=0" in lines[0]
     # a confident first training is kept as it is, and so is a continued one
     monkeypatch.setattr(integrate, "confident_share", lambda probs, ps: 0.95)
-    res, _ = pipeline.train_confident(small_patches, train.TrainConfig(max_steps=2, warmup=0),
-                                      progress=False, log=lines.append)
+    res, _, _ = pipeline.train_confident(small_patches, train.TrainConfig(max_steps=2, warmup=0),
+                                         progress=False, log=lines.append)
     assert not res.retried and res.config.warmup == 0 and len(lines) == 1
     monkeypatch.setattr(integrate, "confident_share", lambda probs, ps: 0.0)
-    res2, _ = pipeline.train_confident(small_patches, train.TrainConfig(max_steps=2),
-                                       init=res.model, progress=False, log=lines.append)
+    res2, _, _ = pipeline.train_confident(small_patches, train.TrainConfig(max_steps=2),
+                                          init=res.model, progress=False, log=lines.append)
     assert not res2.retried and len(lines) == 1
 
 
