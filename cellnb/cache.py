@@ -104,7 +104,7 @@ def cached_labels(field, config: str, run, train_config: _train.TrainConfig | No
         Integrate again even if the label image exists (notebook 05 does, so
         a new `threshold` or `background` takes effect).
     background : {"mask", "threshold"}
-        Integration's background rule (:func:`segment`).
+        Integration's background rule (:func:`cellnb.pipeline.segment`).
 
     Returns
     -------

@@ -87,9 +87,9 @@ def predict_patches(model, patches: PatchSet, batch_size: int = 128,
 
 
 # A trained model gives nearly every marker a confident core in its own patch (measured:
-# 0.98-1.00 of the markers on the demo fields and the real phase-contrast fields); a
-# collapsed training gives none (0.00 on demo field_03, seed 0, before the marker prior of
-# cellnb.model.build_unet). Half is far from both.
+# 0.93-1.00 of the markers on the demo crops and the 12 real phase-contrast fields); a
+# collapsed training gives none (0.00 on a crop of demo field_03 at seed 0 without the
+# learning-rate warm-up, and on Usiigaci set3 with it). Half is far from both.
 COLLAPSE_SHARE = 0.5
 
 
