@@ -42,3 +42,22 @@ def row(field, method, s, **extra):
             "mIOU_sd": round(s["mIOU_sd"], 3), "missed": s["missed"], "cells": s["n_truth"],
             "AP50": round(s["AP50"], 3), "F1@0.5": round(s["F1@0.5"], 3),
             "mAP": round(s["mAP"], 3), **extra}
+
+
+def both_rules(cells, res, image, modalities) -> dict:
+    """Scores of both mask integration rules on one trained result (`SegmentResult`).
+
+    The method picks one from the network's coverage of the mask
+    (`cellnb.integrate.FLOOD_BELOW`); these columns show what the other
+    would have given on the same model: ``cover``, ``flood_mIOU/AP50`` (cores
+    flooded through the mask), ``inmask_mIOU/AP50`` (the paper's rule
+    inside the mask).
+    """
+    from cellnb import integrate, metrics
+    relief = integrate.border_landscape(image, modalities)
+    out = {"cover": round(res.coverage, 3) if res.coverage is not None else None}
+    for name, flood in (("flood", True), ("inmask", False)):
+        s = metrics.summarize(cells, integrate.integrate(res.probs, res.patches, mask=res.mask,
+                                                         landscape=relief, flood=flood))
+        out[f"{name}_mIOU"], out[f"{name}_AP50"] = round(s["mIOU"], 3), round(s["AP50"], 3)
+    return out

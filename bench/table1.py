@@ -23,9 +23,10 @@ import tensorflow as tf  # noqa: E402
 tf.config.threading.set_inter_op_parallelism_threads(1)   # repeatable (cellnb.train.set_seed)
 
 from cellnb import datasets, io, metrics, pipeline, train  # noqa: E402
+from cellnb.mask import modality_of  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _field import row  # noqa: E402
+from _field import both_rules, row  # noqa: E402
 
 CONFIGS = ["fluorescence", "brightfield", "fluorescence+brightfield+nucleus"]
 
@@ -49,6 +50,7 @@ def main():
         fl_result = None
         for config in a.configs:
             t0 = time.perf_counter()
+            cell = [c for c in pipeline.config_channels(config) if c != "nucleus"]
             res = pipeline.segment_field(f, pipeline.config_channels(config),
                                          config=train.TrainConfig(max_steps=a.steps,
                                                                   seed=a.seed),
@@ -57,6 +59,7 @@ def main():
                      steps=res.training.steps, stop=res.training.stop_reason,
                      confident=round(res.confident, 2), retried=res.training.retried,
                      precision=res.training.config.precision,
+                     **both_rules(f.cells, res, f.stack(cell), [modality_of(c) for c in cell]),
                      seconds=round(time.perf_counter() - t0)))
             if config == "fluorescence":
                 fl_result = res

@@ -4,7 +4,7 @@ Commands
 --------
 run-notebooks   run the numbered notebook series with papermill
 make-demo-data  regenerate the bundled synthetic demo fields
-markers         write marker positions (CSV) from a nucleus image
+markers         write marker positions (CSV) from a nucleus or phase-contrast image
 segment         the whole pipeline on one field -> label TIFF
 evaluate        compare a label image with ground truth
 train-nuclei    train a synthetic-nucleus model on fields with a nucleus image
@@ -44,12 +44,14 @@ def _cmd_make_demo(a) -> int:
 
 def _cmd_markers(a) -> int:
     from .io import read_image, write_markers
-    from .markers import find_markers
+    from .markers import find_markers, phase_markers
     from .validate import check_inputs, check_number, check_outputs
-    check_inputs({"--nucleus": a.nucleus})
+    src = a.nucleus or a.phase
+    check_inputs({"--nucleus": a.nucleus, "--phase": a.phase})
     check_number("--sigma", a.sigma, 0, open_low=True)
-    check_outputs({"--out": (a.out, (".csv",))}, [a.nucleus])
-    m = find_markers(read_image(a.nucleus), sigma=a.sigma)
+    check_outputs({"--out": (a.out, (".csv",))}, [src])
+    m = find_markers(read_image(a.nucleus), sigma=a.sigma) if a.nucleus else \
+        phase_markers(read_image(a.phase))
     write_markers(a.out, m)
     print(f"{len(m)} markers -> {a.out}")
     return 0
@@ -88,10 +90,6 @@ def _cmd_segment(a) -> int:
     if synthetic and (a.nucleus or a.markers):
         raise InputError("--markers-from synthetic makes the markers from the cell image; "
                          "drop --nucleus / --markers (or use --markers-from nucleus).")
-    if not synthetic and a.nucleus is None and a.markers is None:
-        raise InputError("segment needs --nucleus NUC.tif, --markers markers.csv or "
-                         "--markers-from synthetic --nucleus-model M.keras to place one marker "
-                         "per cell.")
     images = [read_image(p) for p in a.image]
     for p, im in zip(a.image, images):
         if im.ndim != 2:
@@ -101,6 +99,10 @@ def _cmd_segment(a) -> int:
     if len(mods) != len(images):
         raise InputError(f"{len(images)} --image but {len(mods)} --modality values; give one "
                          "per image or none.")
+    if not synthetic and a.nucleus is None and a.markers is None and "phase" not in mods:
+        raise InputError("segment needs --nucleus NUC.tif, --markers markers.csv or "
+                         "--markers-from synthetic --nucleus-model M.keras to place one marker "
+                         "per cell (only a phase-contrast --image places them itself).")
     nucleus = read_image(a.nucleus) if a.nucleus else None
     markers = read_markers(a.markers, shape=images[0].shape) if a.markers else None
     hint = check_hint(read_labels(a.hint), shape=images[0].shape, name=a.hint) if a.hint \
@@ -248,8 +250,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fields", nargs="+", help="subset of demo field names")
     p.set_defaults(func=_cmd_make_demo)
 
-    p = sub.add_parser("markers", help="marker CSV from a nucleus image")
-    p.add_argument("--nucleus", required=True)
+    p = sub.add_parser("markers", help="marker CSV from a nucleus or phase-contrast image")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--nucleus", help="nucleus image: one marker per nucleus")
+    g.add_argument("--phase", help="phase-contrast cell image: one marker per dark cell body")
     p.add_argument("--out", required=True)
     p.add_argument("--sigma", type=float, default=1.0)
     p.set_defaults(func=_cmd_markers)
@@ -266,7 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--markers", help="marker CSV, one point per cell: row,col (cellnb), "
                    "X,Y (Fiji multi-point Measure, pixels) or axis-0,axis-1 (napari points)")
     p.add_argument("--markers-from", choices=["nucleus", "synthetic"], default="nucleus",
-                   help="synthetic: markers from a synthetic nucleus image (notebook 02)")
+                   help="synthetic: markers from a synthetic nucleus image (notebook 02). "
+                   "Without --nucleus and --markers, a phase-contrast --image places one "
+                   "marker per cell itself (cellnb.markers.phase_markers)")
     p.add_argument("--nucleus-model", help="synthetic-nucleus model (.keras) for "
                    "--markers-from synthetic")
     p.add_argument("--use-nucleus", action="store_true",

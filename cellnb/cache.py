@@ -28,22 +28,25 @@ def cached_markers(field, run, source: str = "nucleus"):
 
     Parameters
     ----------
-    source : {"nucleus", "synthetic"}
+    source : {"nucleus", "synthetic", "image"}
         ``"nucleus"``: notebook 01's markers (computed now if missing): from the
         nucleus image, or the field's ``markers.csv`` when it has none;
         ``"synthetic"``: notebook 02's markers from a synthetic nucleus image
-        (must exist). One run folder should use one source throughout.
+        (must exist); ``"image"``: found in the field's phase-contrast image
+        (no stain, no clicks; computed now if missing). One run folder should
+        use one source throughout.
     """
     from .io import read_markers, write_markers
-    if source not in ("nucleus", "synthetic"):
-        raise InputError(f"markers_from must be 'nucleus' or 'synthetic', got {source!r}.")
+    if source not in ("nucleus", "synthetic", "image"):
+        raise InputError(f"markers_from must be 'nucleus', 'synthetic' or 'image', got "
+                         f"{source!r}.")
     p = run.markers(field.name, source)
     if p.exists():
         return read_markers(p)
     if source == "synthetic":
         raise InputError(f"{field.name}: no synthetic-nucleus markers at {p}; run notebook 02 "
                          "first (or use markers_from: nucleus).")
-    m = field_markers(field)
+    m = field_markers(field, source="image" if source == "image" else "auto")
     write_markers(p, m)
     return m
 

@@ -66,7 +66,7 @@ from .io import InputError, check_image, check_markers, normalize
 __all__ = ["MODALITIES", "TRANSMITTED", "modality_of", "noise_level", "fluorescence_probability",
            "brightfield_probability", "transmitted_probability", "hint_probability",
            "graph_cut", "default_smoothness", "clean_mask", "keep_marked", "foreground_mask",
-           "marker_spacing"]
+           "marker_spacing", "phase_darkness"]
 
 MODALITIES = ("fluorescence", "brightfield", "phase", "dic")
 #: modalities masked by :func:`transmitted_probability`
@@ -101,9 +101,11 @@ def modality_of(name: str) -> str:
     differential interference contrast, bright-field-like names
     (``"bright..."``, ``"bf"``, ``"transmitted..."``) are bright-field; any
     other name is fluorescence. Pass the modality explicitly where a name
-    does not say it (``segment --modality``).
+    does not say it (``segment --modality``). For a file path only the file
+    name counts, not the folders it sits in.
     """
-    n = str(name).lower()
+    import os
+    n = os.path.basename(str(name)).lower()
     if "phase" in n or n in ("pc", "phc"):
         return "phase"
     if "dic" in n:
@@ -289,6 +291,44 @@ def _disks(markers, shape, radius: int) -> np.ndarray:
     return ndi.binary_dilation(seeds, disk(radius)) if radius > 0 else seeds
 
 
+def phase_darkness(image, rough=None, sigma: float = 1.0) -> np.ndarray:
+    """How much darker than the local background each pixel is, in noise standard deviations.
+
+    A phase-contrast cell body is dark on a flat grey background (its bright
+    halo is the positive side). The background level is measured on pixels
+    well away (10 px) from any textured area and filled in smoothly
+    (Gaussian, 40 px), so slow illumination gradients cancel.
+
+    Parameters
+    ----------
+    image : array_like, shape (H, W)
+        Phase-contrast image (raw or normalised).
+    rough : ndarray of bool, shape (H, W), optional
+        Where cells may be (excluded from the background estimate); default
+        the textured pixels (local standard deviation above Otsu's threshold).
+    sigma : float
+        Gaussian smoothing (px) of the image before the comparison.
+
+    Returns
+    -------
+    ndarray of float64, shape (H, W)
+        Positive where darker than the background.
+    """
+    img = _as_plane(image, "phase image").astype(np.float64)
+    if rough is None:
+        from skimage.filters import threshold_otsu
+        contrast = _local_std(img, 1.2)
+        rough = contrast > threshold_otsu(contrast)
+    return _darkness(img, rough, sigma)
+
+
+def _darkness(img: np.ndarray, rough: np.ndarray, sigma: float = 1.0) -> np.ndarray:
+    """:func:`phase_darkness` of an already normalised plane."""
+    away = (~ndi.binary_dilation(rough, iterations=10)).astype(np.float64)
+    bg = ndi.gaussian_filter(img * away, 40) / np.maximum(ndi.gaussian_filter(away, 40), 1e-6)
+    return (bg - ndi.gaussian_filter(img, sigma)) / max(noise_level(img), 1e-6)
+
+
 def transmitted_probability(image, markers=None, modality: str = "phase",
                             window: float = 1.2, dark: float = 2.0, width: float = 3.0
                             ) -> tuple[np.ndarray, np.ndarray]:
@@ -335,10 +375,7 @@ def transmitted_probability(image, markers=None, modality: str = "phase",
         rough = keep_marked(rough, m)
     smooth = ndi.gaussian_filter(img, 1.0)
     if modality == "phase" and m is not None and rough.any():
-        # background level from pixels well away from any cell, filled in smoothly
-        away = (~ndi.binary_dilation(rough, iterations=10)).astype(np.float64)
-        bg = ndi.gaussian_filter(img * away, 40) / np.maximum(ndi.gaussian_filter(away, 40), 1e-6)
-        body = rough & ((bg - smooth) / max(noise_level(img), 1e-6) > dark)
+        body = rough & (_darkness(img, rough) > dark)
         seeds = np.zeros(img.shape, np.int32)
         seeds[~ndi.binary_dilation(rough)] = 1
         seeds[body | _disks(m, img.shape, 3)] = 2

@@ -51,6 +51,10 @@ class SegmentResult:
     confident : float
         Share of markers with a confident core in their own patch
         (:func:`cellnb.integrate.confident_share`).
+    coverage : float or None
+        Share of the mask where the network is confident
+        (:func:`cellnb.integrate.mask_coverage`); it chose the integration
+        rule. None without a mask (``background="threshold"``).
     warning : str or None
         :func:`cellnb.integrate.collapse_message`: set when the training
         collapsed and the labels come from the mask alone.
@@ -65,6 +69,7 @@ class SegmentResult:
     seconds: dict = dc_field(default_factory=dict)
     confident: float = 1.0
     warning: str | None = None
+    coverage: float | None = None
 
     @property
     def n_cells(self) -> int:
@@ -162,7 +167,10 @@ def segment(images, modalities: Sequence[str] | str | None = None, nucleus=None,
         Nucleus image: markers come from it (unless `markers` is given) and,
         with ``use_nucleus=True``, it is also a network input.
     markers : array (N, 2), optional
-        Marker positions; required when there is no nucleus image.
+        Marker positions. Without them and without a nucleus image, a
+        phase-contrast channel places them itself
+        (:func:`cellnb.markers.phase_markers`); other modalities need one
+        of the two.
     mask : array of bool (H, W), optional
         Foreground mask; default :func:`cellnb.mask.foreground_mask`.
     use_nucleus : bool
@@ -225,14 +233,19 @@ def segment(images, modalities: Sequence[str] | str | None = None, nucleus=None,
         raise InputError("use_nucleus=True needs a nucleus image.")
     secs = {}
     t = time.perf_counter()
-    if markers is None:
-        if nucleus is None:
+    source = "given"
+    if markers is None and nucleus is not None:
+        markers, source = _markers.find_markers(nucleus), "the nucleus image"
+    elif markers is None:
+        if "phase" not in mods:
             raise InputError("no markers: give a nucleus image or a marker CSV (or synthetic "
-                             "nuclei, notebook 02).")
-        markers = _markers.find_markers(nucleus)
+                             "nuclei, notebook 02); only a phase-contrast image can place "
+                             "them itself.")
+        markers = _markers.phase_markers(img[..., mods.index("phase")])
+        source = "the phase-contrast image (no nucleus image or markers given)"
     markers = check_markers(markers, (h, w), unique=True)
     secs["markers"] = time.perf_counter() - t
-    log(f"[cellnb] {len(markers)} markers")
+    log(f"[cellnb] {len(markers)} markers" + ("" if source == "given" else f" from {source}"))
     t = time.perf_counter()
     if mask is None:
         mask = _mask.foreground_mask(img, mods, markers=markers, hint=hint)
@@ -242,6 +255,10 @@ def segment(images, modalities: Sequence[str] | str | None = None, nucleus=None,
             raise InputError(f"mask shape {mask.shape} differs from the image shape {(h, w)}.")
         mask = mask > 0
     secs["mask"] = time.perf_counter() - t
+    if not mask.any():
+        raise InputError("the foreground mask is empty: no pixel was taken for a cell. Check "
+                         "the modality of each image (fluorescence, brightfield, phase, dic), "
+                         "or give a mask (--mask) or a hint image (--hint).")
     log(f"[cellnb] mask covers {mask.mean():.0%} of the field")
     chans = [normalize(img[..., i]) for i in range(c)]
     if use_nucleus:
@@ -281,7 +298,12 @@ def segment(images, modalities: Sequence[str] | str | None = None, nucleus=None,
     if result is None:
         probs = _integrate.predict_patches(model, ps)
         share = _integrate.confident_share(probs, ps)
+    coverage = None
     if background == "mask":
+        coverage = _integrate.mask_coverage(probs, ps, mask, threshold)
+        rule = ("cores flooded through the mask" if coverage < _integrate.FLOOD_BELOW
+                else "the paper's rule inside the mask")
+        log(f"[cellnb] the network is confident on {coverage:.0%} of the mask: {rule}")
         labels = _integrate.integrate(probs, ps, threshold, mask=mask,
                                       landscape=_integrate.border_landscape(img, mods))
     else:
@@ -291,7 +313,8 @@ def segment(images, modalities: Sequence[str] | str | None = None, nucleus=None,
     if warning:
         log(f"[cellnb] WARNING: {warning}.")
     return SegmentResult(labels=labels, markers=markers, mask=mask, probs=probs, patches=ps,
-                         training=result, seconds=secs, confident=share, warning=warning)
+                         training=result, seconds=secs, confident=share, warning=warning,
+                         coverage=coverage)
 
 
 def train_confident(patches, config: _train.TrainConfig | None = None, init=None,
@@ -376,14 +399,19 @@ def segment_field(field, channels: Sequence[str], markers=None, mask=None, **kwa
                    **kwargs)
 
 
-def field_markers(field, sigma: float = 1.0) -> np.ndarray:
-    """The field's own markers: from its nucleus image, else its ``markers.csv``.
+def field_markers(field, sigma: float = 1.0, source: str = "auto") -> np.ndarray:
+    """The field's own markers: from its nucleus image, its ``markers.csv`` or its phase image.
 
     Parameters
     ----------
     field : Field
     sigma : float
         Denoising of the nucleus image (:func:`cellnb.markers.find_markers`).
+    source : {"auto", "image"}
+        ``"auto"``: the nucleus image, else ``markers.csv``, else (a
+        phase-contrast field) the phase image. ``"image"``: the phase-contrast
+        channel alone (:func:`cellnb.markers.phase_markers`), no stain and
+        no clicks, even where a ``markers.csv`` exists.
 
     Returns
     -------
@@ -392,12 +420,21 @@ def field_markers(field, sigma: float = 1.0) -> np.ndarray:
     Raises
     ------
     InputError
-        When the field has neither (then use synthetic nuclei, notebook 02).
+        When the field has none of them (then use synthetic nuclei, notebook 02).
     """
-    if field.nucleus is not None:
+    if source not in ("auto", "image"):
+        raise InputError(f"field_markers: source must be 'auto' or 'image', got {source!r}.")
+    phase = [c for c in field.cell_channels if modality_of(c) == "phase"]
+    if source == "image" and not phase:
+        raise InputError(f"{field.name}: markers from the image need a phase-contrast channel, "
+                         f"but its channels are {field.cell_channels}; use its nucleus image or "
+                         "markers.csv (markers_from: nucleus) or synthetic nuclei (notebook 02).")
+    if source == "auto" and field.nucleus is not None:
         return _markers.find_markers(field.nucleus, sigma=sigma)
-    if field.markers is not None:
+    if source == "auto" and field.markers is not None:
         return field.markers
+    if phase:
+        return _markers.phase_markers(field.images[phase[0]])
     raise InputError(f"{field.name}: no nucleus image and no markers.csv, so no marker per "
                      "cell; add a markers.csv (one click per cell: Fiji multi-point or napari "
                      "points export) or use synthetic nuclei (notebook 02).")

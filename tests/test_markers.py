@@ -53,3 +53,78 @@ def test_detect_blobs_on_probability_image():
     s = metrics.marker_scores(m, (p > 0).astype(int) * 1)
     assert s["tp"] == 1  # both blobs are one label here: the second marker is an over-split
     assert s["fp"] == 1
+
+
+def _phase_like(rng, bodies, debris=(), shape=(160, 160)):
+    """Flat grey background, dark elliptic bodies with a bright halo, optional small dark specks."""
+    from skimage.draw import ellipse
+    img = np.full(shape, 0.5)
+    for (r, c, a, b) in bodies:
+        halo = ellipse(r, c, a + 3, b + 3, shape=shape)
+        img[halo] = 0.75
+        inner = ellipse(r, c, a, b, shape=shape)
+        img[inner] = 0.2 + rng.normal(0, 0.05, len(inner[0]))    # textured, as real cells are
+    for (r, c) in debris:
+        img[disk((r, c), 3, shape=shape)] = 0.1
+    return img + rng.normal(0, 0.01, shape)
+
+
+def test_phase_markers_one_per_body_and_no_debris():
+    rng = np.random.default_rng(0)
+    bodies = [(40, 40, 14, 9), (40, 110, 9, 18), (115, 60, 12, 12), (120, 125, 16, 8)]
+    img = _phase_like(rng, bodies, debris=[(80, 140), (140, 20)])
+    m = markers.phase_markers(img)
+    assert len(m) == len(bodies)
+    truth = np.zeros(img.shape, int)
+    from skimage.draw import ellipse
+    for k, (r, c, a, b) in enumerate(bodies, 1):
+        truth[ellipse(r, c, a, b, shape=img.shape)] = k
+    s = metrics.marker_scores(m, truth, tolerance=0)
+    assert s["tp"] == len(bodies) and s["fp"] == 0, s
+    # each marker on its body's central ridge (the deepest points), not at the rim
+    for r, c, a, b in bodies:
+        assert np.min(np.hypot(m[:, 0] - r, m[:, 1] - c)) <= abs(a - b) / 2 + 1.5
+
+
+@pytest.mark.parametrize("bad,kw,msg", [
+    (0.5 + np.random.default_rng(2).normal(0, 0.01, (60, 60)), {}, "no cell body"),
+    (np.full((60, 60), 0.5), {}, "constant"),
+    (np.full((60, 60), np.nan), {}, "NaN"),
+    (None, {"low": 8, "high": 4}, "low <= high"),
+    (None, {"min_area": 0}, "min_area"),
+])
+def test_phase_markers_bad_input(bad, kw, msg):
+    img = _phase_like(np.random.default_rng(1), [(30, 30, 10, 10)], shape=(60, 60)) \
+        if bad is None else bad
+    with pytest.raises(InputError, match=msg):
+        markers.phase_markers(img, **kw)
+
+
+def test_phase_image_places_its_own_markers(tmp_path, capsys):
+    """No nucleus, no clicks: `segment` and `cellnb markers --phase` find the bodies."""
+    import tifffile
+    from cellnb import pipeline, train
+    from cellnb.__main__ import main
+    bodies = [(40, 40, 14, 9), (40, 110, 9, 18), (115, 60, 12, 12), (120, 125, 16, 8)]
+    img = _phase_like(np.random.default_rng(3), bodies).astype(np.float32)
+    from skimage.draw import ellipse
+    truth = np.zeros(img.shape, bool)
+    for r, c, a, b in bodies:
+        truth[ellipse(r, c, a, b, shape=img.shape)] = True
+    # the mask given, so that this checks where the markers come from, not the mask
+    res = pipeline.segment(img, "phase", mask=truth, config=train.TrainConfig(max_steps=2),
+                           progress=False, log=lambda s: None)
+    assert len(res.markers) == len(bodies)
+    assert len(np.unique(res.labels[res.labels > 0])) == len(bodies)
+    with pytest.raises(InputError, match="only a phase-contrast image"):
+        pipeline.segment(img, "fluorescence", config=train.TrainConfig(max_steps=2),
+                         progress=False, log=lambda s: None)
+    tifffile.imwrite(tmp_path / "phase.tif", img)
+    assert main(["markers", "--phase", str(tmp_path / "phase.tif"),
+                 "--out", str(tmp_path / "m.csv")]) == 0
+    from cellnb.io import read_markers
+    np.testing.assert_allclose(read_markers(tmp_path / "m.csv"), markers.phase_markers(img))
+    tifffile.imwrite(tmp_path / "cells.tif", img)        # named as fluorescence
+    assert main(["segment", "--image", str(tmp_path / "cells.tif"),
+                 "--out", str(tmp_path / "l.tif")]) == 2
+    assert "only a phase-contrast --image" in capsys.readouterr().err

@@ -106,6 +106,9 @@ def test_modality_from_channel_names():
                                           "BF", "transmitted", "fluorescence", "GFP")] == \
         ["phase", "phase", "dic", "brightfield", "brightfield", "brightfield", "fluorescence",
          "fluorescence"]
+    # a path: the file name says it, not the folders (a folder "phase_run/" holds any channel)
+    assert mask.modality_of("/data/phase_run/gfp.tif") == "fluorescence"
+    assert mask.modality_of("/data/set1/phase.tif") == "phase"
 
 
 def test_keep_marked_drops_pieces_without_a_cell():

@@ -186,6 +186,30 @@ def test_integrate_inside_the_mask():
         integrate.integrate(probs, ps, mask=m[:10])
 
 
+def test_integrate_rule_follows_the_networks_coverage_of_the_mask():
+    """Confident over most of the mask: its "no" is trusted (paper's rule inside the mask)."""
+    img = np.random.default_rng(0).random((40, 60)).astype(np.float32)
+    ps = patches.extract_patches(img, [[20, 15], [20, 40]], size=24)
+    m = np.zeros((40, 60), bool)
+    m[12:28, 5:55] = True                       # 800 px
+    probs = np.zeros((2, 24, 24), np.float32)
+    probs[0, 4:20, 2:20] = 0.9                  # rows 12-27, cols 5-22
+    probs[1, 4:20, 4:20] = 0.9                  # rows 12-27, cols 32-47: 544 px of 800 sure
+    cover = integrate.mask_coverage(probs, ps, m)
+    assert cover == pytest.approx(544 / 800)
+    assert cover < integrate.FLOOD_BELOW
+    lab = integrate.integrate(probs, ps, mask=m)
+    assert (lab[m] > 0).all()                   # low coverage: cores flooded through the mask
+    probs[1, 4:20, 0:22] = 0.9                  # now rows 12-27, cols 28-49: 704 of 800 sure
+    assert integrate.mask_coverage(probs, ps, m) >= integrate.FLOOD_BELOW
+    lab = integrate.integrate(probs, ps, mask=m)
+    assert lab[20, 52] == 0 and lab[20, 25] == 0        # unsure mask pixels stay background
+    assert lab[20, 10] == 1 and lab[20, 45] == 2 and (lab[~m] == 0).all()
+    forced = integrate.integrate(probs, ps, mask=m, flood=True)
+    assert (forced[m] > 0).all()
+    assert integrate.mask_coverage(probs, ps, np.zeros_like(m)) == 0.0
+
+
 def test_integrate_at_a_working_scale_returns_full_resolution():
     img = np.random.default_rng(1).random((80, 80)).astype(np.float32)
     mk = np.array([[40.0, 20.0], [40.0, 60.0]])
