@@ -85,18 +85,24 @@ def main():
         rows.append(r)
         print(" | ".join(f"{k} {v}" for k, v in r.items()), flush=True)
 
+    def marker_row(set_name, field, mk, truth, t0, source, tolerance=3.0):
+        """Markers against the annotated objects (nuclei, or whole cells): one row."""
+        s = metrics.marker_scores(mk, truth, tolerance=tolerance)
+        marker_rows.append({"set": set_name, "field": field, "source": source,
+                            "objects": s["n_nuclei"], "markers": s["n_markers"],
+                            "precision": round(s["precision"], 3),
+                            "recall": round(s["recall"], 3), "F1": round(s["f1"], 3),
+                            "seconds": round(time.perf_counter() - t0, 1)})
+        print("markers:", marker_rows[-1], flush=True)
+        io.write_table(out / "real_data_markers.csv", marker_rows, markdown=True)
+
     for set_name, folder in field_folders(data, a.sets, a.fields):
         f = datasets.load_field(folder)
         if f.cells is None:
             if f.nucleus is not None and f.nuclei is not None:
                 t0 = time.perf_counter()
-                s = metrics.marker_scores(markers.find_markers(f.nucleus), f.nuclei)
-                marker_rows.append({"set": set_name, "field": f.name, "nuclei": s["n_nuclei"],
-                                    "markers": s["n_markers"], "precision": round(s["precision"], 3),
-                                    "recall": round(s["recall"], 3), "F1": round(s["f1"], 3),
-                                    "seconds": round(time.perf_counter() - t0, 1)})
-                print("markers step:", marker_rows[-1], flush=True)
-                io.write_table(out / "real_data_markers.csv", marker_rows, markdown=True)
+                mk = markers.find_markers(f.nucleus)
+                marker_row(set_name, f.name, mk, f.nuclei, t0, "nucleus image")
             continue
         cell = f.cell_channels
         mods = [modality_of(c) for c in cell]
@@ -104,13 +110,7 @@ def main():
         t0 = time.perf_counter()
         if a.markers == "image":
             mk = markers.phase_markers(f.images[cell[mods.index("phase")]])
-            s = metrics.marker_scores(mk, f.cells, tolerance=3)
-            marker_rows.append({"set": set_name, "field": f.name, "cells": s["n_nuclei"],
-                                "markers": s["n_markers"], "precision": round(s["precision"], 3),
-                                "recall": round(s["recall"], 3), "F1": round(s["f1"], 3),
-                                "seconds": round(time.perf_counter() - t0, 1)})
-            print("markers from the image:", marker_rows[-1], flush=True)
-            io.write_table(out / "real_data_markers.csv", marker_rows, markdown=True)
+            marker_row(set_name, f.name, mk, f.cells, t0, "phase image", tolerance=3)
         else:
             mk = pipeline.field_markers(f)
         cmask = truth_fg if a.mask == "truth" else \
