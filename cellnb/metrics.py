@@ -9,8 +9,8 @@ import numpy as np
 
 from .io import InputError, check_labels, check_markers
 
-__all__ = ["marker_scores", "mask_iou", "iou_matrix", "matched_iou", "match", "summarize",
-           "average_precision", "agreement", "THRESHOLDS"]
+__all__ = ["marker_scores", "mask_iou", "iou_matrix", "matched_iou", "match", "touching_ids",
+           "touching_ap", "summarize", "average_precision", "agreement", "THRESHOLDS"]
 
 #: IoU thresholds for instance matching (Cellpose / StarDist convention)
 THRESHOLDS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)
@@ -209,6 +209,60 @@ def agreement(a, b) -> dict:
     ab = matched_iou(a, b)["mean"]
     ba = matched_iou(b, a)["mean"]
     return dict(mean=(ab + ba) / 2, a_to_b=ab, b_to_a=ba)
+
+
+def touching_ids(labels) -> np.ndarray:
+    """Ids of the objects that touch another object (4-connected neighbours).
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape (H, W)
+
+    Returns
+    -------
+    ndarray of int, sorted
+    """
+    lab = check_labels(labels, name="labels")
+    ids = []
+    for a, b in ((lab[1:, :], lab[:-1, :]), (lab[:, 1:], lab[:, :-1])):
+        pair = (a > 0) & (b > 0) & (a != b)
+        ids += [a[pair], b[pair]]
+    return np.unique(np.concatenate(ids)) if ids else np.zeros(0, int)
+
+
+def touching_ap(truth, pred, threshold: float = 0.5) -> dict:
+    """AP at `threshold` on the true cells that touch another true cell: the crowded case.
+
+    The true cells kept are :func:`touching_ids`; the predictions kept are
+    those whose largest overlap is with one of them (a prediction of an
+    isolated cell or of background is left out, an over- or under-split
+    of touching cells is not).
+
+    Returns
+    -------
+    dict
+        ``n`` (touching true cells) and the :func:`match` row at `threshold`
+        (``tp, fp, fn, precision, recall, f1, ap``); ``ap`` is NaN when no
+        cell touches another.
+    """
+    t = check_labels(truth, name="truth")
+    p = check_labels(pred, name="prediction", shape=t.shape)
+    keep_t = touching_ids(t)
+    if len(keep_t) == 0:
+        return dict(n=0, ap=float("nan"))
+    p_ids = np.unique(p[p > 0])
+    inter_owner = np.zeros(int(p.max()) + 1, np.int64)
+    if len(p_ids):
+        # each prediction's main true cell, by overlapping pixels (background excluded)
+        fg = (t > 0) & (p > 0)
+        counts = np.zeros((int(p.max()) + 1, int(t.max()) + 1), np.int64)
+        np.add.at(counts, (p[fg], t[fg]), 1)
+        inter_owner = counts.argmax(1) * (counts.max(1) > 0)
+    kept_p = p_ids[np.isin(inter_owner[p_ids], keep_t)]
+    row = match(np.where(np.isin(t, keep_t), t, 0), np.where(np.isin(p, kept_p), p, 0),
+                [threshold])[0]
+    return dict(n=int(len(keep_t)), **{k: row[k] for k in ("tp", "fp", "fn", "precision",
+                                                              "recall", "f1", "ap")})
 
 
 def summarize(truth, pred) -> dict:

@@ -95,3 +95,23 @@ def test_agreement_is_symmetric():
 def test_label_shape_mismatch():
     with pytest.raises(InputError, match="does not match"):
         metrics.matched_iou(np.ones((5, 5), int), np.ones((6, 5), int))
+
+
+def test_touching_ap_scores_the_crowded_cells_only():
+    truth = np.zeros((30, 40), int)
+    truth[2:12, 2:12] = 1
+    truth[2:12, 12:25] = 2          # touches 1, larger
+    truth[20:28, 30:38] = 3         # isolated
+    assert list(metrics.touching_ids(truth)) == [1, 2]
+    merged = np.where(truth > 0, 1, 0)
+    merged[truth == 3] = 3          # 1 and 2 under one label, 3 right
+    r = metrics.touching_ap(truth, merged)
+    # the merge matches the larger cell (IoU 130/230), the smaller is missed; 3 is not counted
+    assert r["n"] == 2 and r["tp"] == 1 and r["fn"] == 1 and r["fp"] == 0 and r["ap"] == 0.5
+    r = metrics.touching_ap(truth, truth)
+    assert r["ap"] == 1.0 and r["tp"] == 2
+    half = truth.copy()
+    half[20:28, 30:38] = 0          # the isolated cell missed: no effect on the touching AP
+    half[25:29, 0:4] = 9            # a false cell on background: not counted either
+    assert metrics.touching_ap(truth, half)["ap"] == 1.0
+    assert np.isnan(metrics.touching_ap(truth * (truth == 3), truth)["ap"])
