@@ -67,8 +67,11 @@ def cached_mask(field, run, cell_channels: Sequence[str], markers=None) -> np.nd
 
 def cached_model(field, config: str, run, train_config: _train.TrainConfig | None = None,
                  patch_size: int | None = None, progress: bool = True,
-                 markers_from: str = "nucleus"):
+                 markers_from: str = "nucleus", callback=None):
     """The model for (field, channel config): loaded from the run, or trained and saved.
+
+    `callback` is called with each training step's row (step, loss...) when
+    it trains (e.g. :class:`cellnb.widgets.LiveLoss`).
 
     Returns
     -------
@@ -85,7 +88,7 @@ def cached_model(field, config: str, run, train_config: _train.TrainConfig | Non
     mk = cached_markers(field, run, markers_from)
     ps = field_patches(field, chans, mk, cached_mask(field, run, chans, mk), patch_size)
     res, _, share = train_confident(ps, train_config, progress=progress, channels=chans,
-                                    log=lambda s: print(s, flush=True))
+                                    log=lambda s: print(s, flush=True), callback=callback)
     _warn_collapse(share, f"{field.name} · {config}")
     _train.save_model(res, path, confident=round(share, 3))
     return _train.load_model(path)

@@ -14,7 +14,7 @@ import numpy as np
 
 from .io import atomic_path, normalize
 
-__all__ = ["show_channels", "show_markers", "show_mask", "smoothness_slider", "loss_curve",
+__all__ = ["show_channels", "show_markers", "show_mask", "loss_curve",
            "patch_outputs", "label_overlay", "iou_histogram", "worst_cells", "nucleus_composite",
            "savefig"]
 
@@ -124,32 +124,6 @@ def show_mask(image, mask, probability=None, truth=None, crop=None, title: str =
     fig.suptitle(title)
     fig.tight_layout()
     return fig
-
-
-def smoothness_slider(image, modality: str = "fluorescence", markers=None, truth=None,
-                      crop=None, value: float = 3.0):
-    """Interactive ipywidgets slider for the graph-cut smoothness (Jupyter only).
-
-    The data term is computed once; moving the slider re-runs only the cut.
-    Returns the widget (display it as the last expression of a cell).
-    """
-    import ipywidgets as widgets
-    import matplotlib.pyplot as plt
-    from . import mask as _mask
-    from .metrics import mask_iou
-    _, prob = _mask.foreground_mask(image, modality, markers=markers, return_probability=True)
-    crop = crop or np.s_[:, :]
-
-    def draw(smoothness):
-        m = _mask.graph_cut(prob, smoothness)
-        title = f"smoothness {smoothness:.1f}"
-        if truth is not None:
-            title += f", IoU vs truth {mask_iou(m, truth):.3f}"
-        show_mask(image, m, None, truth, crop, title)
-        plt.show()
-
-    return widgets.interactive(draw, smoothness=widgets.FloatSlider(
-        value=value, min=0.0, max=20.0, step=0.5, continuous_update=False))
 
 
 def loss_curve(histories: dict, ax=None):

@@ -1,0 +1,284 @@
+"""The course's knobs: one ipywidgets control per choice a notebook teaches.
+
+Each function returns an ``ipywidgets.interactive`` (display it as the last
+expression of a cell). Moving the control redraws the figure and sets the
+widget's ``.result`` to a small dict of the figures shown (markers and F1,
+IoU, number of cells...), so a test, or a student, can read what changed.
+Everything that does not depend on the control is computed once, when the
+widget is made; moving it re-runs only the cheap step.
+
+Headless runs (papermill, ``interactive: false``) never build these: every
+control has a plain parameter in the notebook's ``parameters`` cell.
+
+========================  =======  ==============================================
+widget                    notebook what moves
+========================  =======  ==============================================
+:func:`marker_sigma`      01       denoising sigma -> markers redrawn, F1
+:func:`smoothness`        03       graph-cut smoothness -> mask, IoU
+:func:`mask_recipe`       03       modality recipe of a channel -> mask, IoU
+:func:`loss_weights`      04       beta, lambda -> Eq. 1 re-scored on one output
+:class:`LiveLoss`         04       (not a control) loss curve drawn while training
+:func:`threshold`         05       threshold, background rule -> labels, mIOU
+:func:`worst_cells`       06       rank of a badly segmented cell -> its crop, IoU
+========================  =======  ==============================================
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["marker_sigma", "smoothness", "mask_recipe", "loss_weights", "LiveLoss",
+           "threshold", "worst_cells"]
+
+
+def _show():
+    import matplotlib.pyplot as plt
+    plt.show()
+
+
+def marker_sigma(nucleus, nuclei=None, crop=None, value: float = 1.0):
+    """Slider for the nucleus image's denoising sigma (notebook 01).
+
+    Parameters
+    ----------
+    nucleus : ndarray, shape (H, W)
+    nuclei : ndarray of int, shape (H, W), optional
+        True nuclei: the title and ``.result`` give precision / recall / F1.
+    crop : tuple of slices, optional
+    value : float
+        Starting sigma (px).
+
+    Returns
+    -------
+    ipywidgets.interactive
+        ``.result``: ``{"sigma", "markers", "f1"}`` (``f1`` None without truth).
+    """
+    import ipywidgets as w
+    from . import markers as _markers, metrics, plot
+
+    def draw(sigma):
+        m = _markers.find_markers(nucleus, sigma=sigma)
+        s = metrics.marker_scores(m, nuclei) if nuclei is not None else None
+        title = f"sigma {sigma:.1f}: {len(m)} markers" + (
+            f", precision {s['precision']:.2f}, recall {s['recall']:.2f}, F1 {s['f1']:.3f}"
+            if s else "")
+        plot.show_markers(nucleus, m, truth=nuclei, crop=crop, title=title)
+        _show()
+        return {"sigma": sigma, "markers": len(m), "f1": s["f1"] if s else None}
+
+    return w.interactive(draw, sigma=w.FloatSlider(value=value, min=0.0, max=6.0, step=0.5,
+                                                   continuous_update=False))
+
+
+def smoothness(image, modality: str = "fluorescence", markers=None, truth=None, crop=None,
+               value: float = 3.0):
+    """Slider for the graph-cut smoothness (notebook 03).
+
+    The data term is computed once; moving the slider re-runs only the cut.
+
+    Returns
+    -------
+    ipywidgets.interactive
+        ``.result``: ``{"smoothness", "covered", "iou"}`` (share of the field
+        in the mask; IoU None without `truth`).
+    """
+    import ipywidgets as w
+    from . import mask as _mask, plot
+    from .metrics import mask_iou
+    _, prob = _mask.foreground_mask(image, modality, markers=markers, return_probability=True)
+
+    def draw(smoothness):
+        m = _mask.graph_cut(prob, smoothness)
+        iou = mask_iou(m, truth) if truth is not None else None
+        plot.show_mask(image, m, None, truth, crop, f"smoothness {smoothness:.1f}" + (
+            f", IoU vs truth {iou:.3f}" if iou is not None else ""))
+        _show()
+        return {"smoothness": smoothness, "covered": float(m.mean()), "iou": iou}
+
+    return w.interactive(draw, smoothness=w.FloatSlider(
+        value=value, min=0.0, max=20.0, step=0.5, continuous_update=False))
+
+
+def mask_recipe(image, truth=None, markers=None, crop=None, value: str = "fluorescence"):
+    """Drop-down of the mask recipe a channel is read with (notebook 03).
+
+    Shows what goes wrong when a channel is masked with the wrong modality's
+    recipe (e.g. a bright-field image read as fluorescence). Each recipe's
+    mask is computed the first time it is chosen and kept.
+
+    Returns
+    -------
+    ipywidgets.interactive
+        ``.result``: ``{"modality", "covered", "iou"}``.
+    """
+    import ipywidgets as w
+    from . import mask as _mask, plot
+    from .metrics import mask_iou
+    done = {}
+
+    def draw(modality):
+        if modality not in done:
+            done[modality] = _mask.foreground_mask(image, modality, markers=markers)
+        m = done[modality]
+        iou = mask_iou(m, truth) if truth is not None else None
+        plot.show_mask(image, m, None, truth, crop, f"recipe: {modality}" + (
+            f", IoU vs truth {iou:.3f}" if iou is not None else ""))
+        _show()
+        return {"modality": modality, "covered": float(m.mean()), "iou": iou}
+
+    return w.interactive(draw, modality=w.Dropdown(options=list(_mask.MODALITIES), value=value))
+
+
+def _area_terms(model, patches, area: int = 640):
+    """Eq. 1's three sums (per patch) for the network's output on the most crowded area."""
+    from .loss import eq1_loss
+    from .patches import area_batches
+    from .train import _batch_arrays
+    idx = max(area_batches(patches, area), key=len)
+    canvas = area + 2 * patches.pad + patches.size
+    x, outside, index, weight = _batch_arrays(patches, idx, canvas, 1)
+    logits = np.asarray(model.predict(x, verbose=0)[..., 0], np.float32)
+    _, terms = eq1_loss(logits, outside, index, canvas * canvas, weight, 1.0, 1.0)
+    return {k: float(np.asarray(v)) for k, v in terms.items()}, len(idx)
+
+
+def loss_weights(model, patches, area: int = 640, beta: float = 3.0, lam: float = 1.0):
+    """Sliders for Eq. 1's weights, re-scoring one fixed network output (notebook 04).
+
+    The trained network's output on the most crowded area is fixed; its three
+    sums (area covered, overlap, outside the mask; per patch) are computed
+    once, and the sliders show how beta and lambda weigh them into the loss
+    the training minimised: ``L = -area + lambda * overlap + beta * outside``.
+
+    Returns
+    -------
+    ipywidgets.interactive
+        ``.result``: ``{"beta", "lambda", "loss", "area", "overlap", "outside"}``.
+    """
+    import ipywidgets as w
+    import matplotlib.pyplot as plt
+    terms, n = _area_terms(model, patches, area)
+
+    def draw(beta, lam):
+        parts = {"- area": -terms["area"], "+ lambda x overlap": lam * terms["overlap"],
+                 "+ beta x outside": beta * terms["outside"]}
+        total = sum(parts.values())
+        fig, ax = plt.subplots(figsize=(6, 3))
+        ax.barh(list(parts), list(parts.values()), color=["C2", "C1", "C3"])
+        ax.axvline(0, color="k", lw=0.8)
+        ax.set_xlabel("per patch")
+        ax.set_title(f"Eq. 1 on {n} patches of one area: loss {total:.1f} "
+                     f"(beta {beta:g}, lambda {lam:g})")
+        fig.tight_layout()
+        _show()
+        return {"beta": beta, "lambda": lam, "loss": total, **terms}
+
+    return w.interactive(
+        draw, beta=w.FloatSlider(value=beta, min=0.0, max=30.0, step=1.0,
+                                 continuous_update=False),
+        lam=w.FloatSlider(value=lam, min=0.0, max=5.0, step=0.25, description="lambda",
+                          continuous_update=False))
+
+
+class LiveLoss:
+    """A training callback that redraws the loss curve while the network trains (notebook 04).
+
+    Pass it as ``callback`` to the training (:func:`cellnb.cache.cached_model`,
+    :func:`cellnb.train.train`); display ``.out`` before. It redraws every
+    `every` steps, so a long training is never a frozen cell.
+
+    Parameters
+    ----------
+    title : str
+    every : int
+        Steps between redraws.
+    """
+
+    def __init__(self, title: str = "training", every: int = 10):
+        import ipywidgets as w
+        self.title, self.every, self.rows = title, int(every), []
+        self.out = w.Output()
+
+    def __call__(self, row: dict) -> None:
+        self.rows.append(row)
+        if len(self.rows) % self.every:
+            return
+        import matplotlib.pyplot as plt
+        from .plot import loss_curve
+        with self.out:
+            self.out.clear_output(wait=True)
+            fig, ax = plt.subplots(figsize=(6, 3))
+            loss_curve({self.title: self.rows}, ax=ax)
+            ax.set_title(f"{self.title}: step {self.rows[-1]['step']}, "
+                         f"loss {self.rows[-1]['loss']:.1f}")
+            _show()
+
+
+def threshold(probs, patches, mask, landscape, image, truth=None, zoom=None,
+              value: float = 0.5, background: str = "mask"):
+    """Slider for the network's threshold and a choice of background rule (notebook 05).
+
+    Returns
+    -------
+    ipywidgets.interactive
+        ``.result``: ``{"threshold", "background", "cells", "mIOU"}`` (mIOU None
+        without `truth`).
+    """
+    import ipywidgets as w
+    from . import integrate as _integrate, metrics, plot
+
+    def draw(threshold, background):
+        lab = _integrate.integrate(probs, patches, threshold,
+                                   **({"mask": mask, "landscape": landscape}
+                                      if background == "mask" else {}))
+        n = int(len(np.unique(lab[lab > 0])))
+        miou = metrics.matched_iou(truth, lab)["mean"] if truth is not None else None
+        plot.label_overlay(image, lab, truth=truth, zoom=zoom,
+                           title=f"{background} rule, threshold {threshold:.2f}: {n} cells"
+                           + (f", mIOU {miou:.3f}" if miou is not None else ""))
+        _show()
+        return {"threshold": threshold, "background": background, "cells": n, "mIOU": miou}
+
+    return w.interactive(
+        draw, threshold=w.FloatSlider(value=value, min=0.05, max=0.95, step=0.05,
+                                      continuous_update=False),
+        background=w.Dropdown(options=["mask", "threshold"], value=background))
+
+
+def worst_cells(image, truth, pred, margin: int = 12):
+    """Browse the true cells from the worst segmented up (notebook 06).
+
+    Rank 0 is the true cell with the lowest IoU against its best-matching
+    prediction: its crop, with the truth (cyan) and every prediction
+    (yellow) outlined.
+
+    Returns
+    -------
+    ipywidgets.interactive
+        ``.result``: ``{"rank", "cell", "iou"}``.
+    """
+    import ipywidgets as w
+    import matplotlib.pyplot as plt
+    from skimage.segmentation import find_boundaries
+    from . import metrics
+    from .plot import _gray
+    m = metrics.matched_iou(truth, pred)
+    order = np.argsort(m["per_cell"], kind="stable")
+    img = _gray(image)
+
+    def draw(rank):
+        cid = int(m["truth_ids"][order[rank]])
+        iou = float(m["per_cell"][order[rank]])
+        rr, cc = np.nonzero(truth == cid)
+        sl = (slice(max(rr.min() - margin, 0), rr.max() + margin + 1),
+              slice(max(cc.min() - margin, 0), cc.max() + margin + 1))
+        fig, ax = plt.subplots(figsize=(4, 4))
+        ax.imshow(img[sl], cmap="gray")
+        ax.contour(truth[sl] == cid, [0.5], colors="cyan", linewidths=1.2)
+        ax.contour(find_boundaries(pred[sl]), [0.5], colors="yellow", linewidths=0.8)
+        ax.set_title(f"rank {rank}: cell {cid}, IoU {iou:.2f}")
+        ax.axis("off")
+        _show()
+        return {"rank": rank, "cell": cid, "iou": iou}
+
+    return w.interactive(draw, rank=w.IntSlider(value=0, min=0, max=len(order) - 1,
+                                                continuous_update=False))

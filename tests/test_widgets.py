@@ -1,0 +1,100 @@
+"""The course's widgets: each one's output changes when its control moves.
+
+The same check runs in a real browser in the notebooks (issue 19); here the
+controls are moved programmatically (``ipywidgets.interactive`` re-runs its
+function and stores the figures it showed in ``.result``).
+"""
+import matplotlib
+import numpy as np
+import pytest
+
+from cellnb import integrate, markers, mask, patches, widgets
+from cellnb.model import build_unet
+
+matplotlib.use("Agg")
+pytest.importorskip("ipywidgets")
+
+
+def _move(wid, **values):
+    """Set controls by their keyword, as a student's drag does; return the new result."""
+    for c in wid.children:
+        if getattr(c, "_kwarg", None) in values:
+            c.value = values[c._kwarg]
+    return wid.result
+
+
+@pytest.fixture(scope="module")
+def field_parts(small_field):
+    mk = markers.find_markers(small_field.nucleus)
+    img = small_field.images["fluorescence"]
+    m = mask.foreground_mask(img, markers=mk)
+    ps = patches.extract_patches(small_field.stack(["fluorescence"]), mk, m, size=64)
+    return mk, img, m, ps
+
+
+def test_marker_sigma_redraws_the_markers(small_field):
+    w = widgets.marker_sigma(small_field.nucleus, small_field.nuclei, value=1.0)
+    before = dict(w.result)
+    assert before["f1"] > 0.9
+    after = _move(w, sigma=6.0)
+    assert after["sigma"] == 6.0 and after["markers"] != before["markers"]
+    assert after["f1"] != before["f1"]
+
+
+def test_smoothness_and_recipe_change_the_mask(small_field, field_parts):
+    mk, img, _, _ = field_parts
+    w = widgets.smoothness(img, markers=mk, truth=small_field.cells, value=0.0)
+    before = dict(w.result)
+    after = _move(w, smoothness=20.0)
+    assert after["covered"] != before["covered"] and after["iou"] != before["iou"]
+    w = widgets.mask_recipe(small_field.images["brightfield"], truth=small_field.cells,
+                            markers=mk, value="brightfield")
+    right = dict(w.result)
+    wrong = _move(w, modality="fluorescence")
+    assert wrong["modality"] == "fluorescence" and wrong["iou"] < right["iou"]
+
+
+def test_loss_weights_rescore_one_fixed_output(field_parts):
+    _, _, _, ps = field_parts
+    model = build_unet(ps.x.shape[-1], width=8, depth=2, patch=64)
+    w = widgets.loss_weights(model, ps, beta=3.0, lam=1.0)
+    r0 = dict(w.result)
+    assert r0["loss"] == pytest.approx(-r0["area"] + r0["overlap"] + 3.0 * r0["outside"],
+                                       rel=1e-5)
+    r1 = _move(w, beta=30.0)
+    assert r1["area"] == r0["area"]                       # the output itself is fixed
+    assert r1["loss"] == pytest.approx(r0["loss"] + 27.0 * r0["outside"], rel=1e-5)
+    assert r1["loss"] > r0["loss"]
+
+
+def test_live_loss_collects_and_draws():
+    live = widgets.LiveLoss("t", every=2)
+    for s in range(5):
+        live({"step": s + 1, "loss": 10.0 - s})
+    assert len(live.rows) == 5 and live.out is not None
+
+
+def test_threshold_and_background_change_the_labels(small_field, field_parts):
+    mk, img, m, ps = field_parts
+    probs = np.zeros(ps.x.shape[:3], np.float32)
+    c = ps.size // 2
+    yy, xx = np.mgrid[:ps.size, :ps.size]
+    probs[:] = np.exp(-((yy - c) ** 2 + (xx - c) ** 2) / (2 * 8.0 ** 2))   # a blob per marker
+    land = integrate.border_landscape(img, "fluorescence")
+    w = widgets.threshold(probs, ps, m, land, img, truth=small_field.cells, value=0.5,
+                          background="mask")
+    in_mask = dict(w.result)
+    paper = _move(w, background="threshold")
+    assert paper["background"] == "threshold" and paper["mIOU"] != in_mask["mIOU"]
+    high = _move(w, threshold=0.95)
+    assert high["mIOU"] < paper["mIOU"]
+
+
+def test_worst_cells_browses_from_the_worst(small_field):
+    truth = small_field.cells
+    pred = truth.copy()
+    pred[pred == 3] = 0               # cell 3 missed: the worst
+    w = widgets.worst_cells(small_field.images["fluorescence"], truth, pred)
+    assert w.result["rank"] == 0 and w.result["cell"] == 3 and w.result["iou"] == 0.0
+    nxt = _move(w, rank=1)
+    assert nxt["rank"] == 1 and nxt["iou"] == 1.0
