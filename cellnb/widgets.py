@@ -1,7 +1,8 @@
 """The course's knobs: one ipywidgets control per choice a notebook teaches.
 
 Each function returns an ``ipywidgets.interactive`` (display it as the last
-expression of a cell). Moving the control redraws the figure and sets the
+expression of a cell) whose figure is an Image widget. Moving the control
+redraws the figure and sets the
 widget's ``.result`` to a small dict of the figures shown (markers and F1,
 IoU, number of cells...), so a test, or a student, can read what changed.
 Everything that does not depend on the control is computed once, when the
@@ -30,9 +31,34 @@ __all__ = ["marker_sigma", "smoothness", "mask_recipe", "loss_weights", "LiveLos
            "threshold", "worst_cells"]
 
 
-def _show():
+def _png(fig) -> bytes:
+    import io
     import matplotlib.pyplot as plt
-    plt.show()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _interactive(draw, **controls):
+    """``ipywidgets.interactive`` whose figure lives in an Image widget.
+
+    `draw(**values)` returns ``(figure, result)``. The figure is sent as PNG
+    bytes in the Image widget's state, not captured as cell output: it shows
+    in JupyterLab from the first draw on (an Output widget can miss output
+    made before its view exists), and it is kept in saved widget state.
+    """
+    import ipywidgets as w
+    img = w.Image(format="png")
+
+    def run(**values):
+        fig, result = draw(**values)
+        img.value = _png(fig)
+        return result
+
+    wid = w.interactive(run, **controls)
+    wid.children = (*wid.children[:-1], img, wid.children[-1])
+    return wid
 
 
 def marker_sigma(nucleus, nuclei=None, crop=None, value: float = 1.0):
@@ -61,12 +87,11 @@ def marker_sigma(nucleus, nuclei=None, crop=None, value: float = 1.0):
         title = f"sigma {sigma:.1f}: {len(m)} markers" + (
             f", precision {s['precision']:.2f}, recall {s['recall']:.2f}, F1 {s['f1']:.3f}"
             if s else "")
-        plot.show_markers(nucleus, m, truth=nuclei, crop=crop, title=title)
-        _show()
-        return {"sigma": sigma, "markers": len(m), "f1": s["f1"] if s else None}
+        fig = plot.show_markers(nucleus, m, truth=nuclei, crop=crop, title=title)
+        return fig, {"sigma": sigma, "markers": len(m), "f1": s["f1"] if s else None}
 
-    return w.interactive(draw, sigma=w.FloatSlider(value=value, min=0.0, max=6.0, step=0.5,
-                                                   continuous_update=False))
+    return _interactive(draw, sigma=w.FloatSlider(value=value, min=0.0, max=6.0, step=0.5,
+                                                  continuous_update=False))
 
 
 def smoothness(image, modality: str = "fluorescence", markers=None, truth=None, crop=None,
@@ -89,12 +114,11 @@ def smoothness(image, modality: str = "fluorescence", markers=None, truth=None, 
     def draw(smoothness):
         m = _mask.graph_cut(prob, smoothness)
         iou = mask_iou(m, truth) if truth is not None else None
-        plot.show_mask(image, m, None, truth, crop, f"smoothness {smoothness:.1f}" + (
+        fig = plot.show_mask(image, m, None, truth, crop, f"smoothness {smoothness:.1f}" + (
             f", IoU vs truth {iou:.3f}" if iou is not None else ""))
-        _show()
-        return {"smoothness": smoothness, "covered": float(m.mean()), "iou": iou}
+        return fig, {"smoothness": smoothness, "covered": float(m.mean()), "iou": iou}
 
-    return w.interactive(draw, smoothness=w.FloatSlider(
+    return _interactive(draw, smoothness=w.FloatSlider(
         value=value, min=0.0, max=20.0, step=0.5, continuous_update=False))
 
 
@@ -120,12 +144,11 @@ def mask_recipe(image, truth=None, markers=None, crop=None, value: str = "fluore
             done[modality] = _mask.foreground_mask(image, modality, markers=markers)
         m = done[modality]
         iou = mask_iou(m, truth) if truth is not None else None
-        plot.show_mask(image, m, None, truth, crop, f"recipe: {modality}" + (
+        fig = plot.show_mask(image, m, None, truth, crop, f"recipe: {modality}" + (
             f", IoU vs truth {iou:.3f}" if iou is not None else ""))
-        _show()
-        return {"modality": modality, "covered": float(m.mean()), "iou": iou}
+        return fig, {"modality": modality, "covered": float(m.mean()), "iou": iou}
 
-    return w.interactive(draw, modality=w.Dropdown(options=list(_mask.MODALITIES), value=value))
+    return _interactive(draw, modality=w.Dropdown(options=list(_mask.MODALITIES), value=value))
 
 
 def _area_terms(model, patches, area: int = 640):
@@ -169,10 +192,9 @@ def loss_weights(model, patches, area: int = 640, beta: float = 3.0, lam: float 
         ax.set_title(f"Eq. 1 on {n} patches of one area: loss {total:.1f} "
                      f"(beta {beta:g}, lambda {lam:g})")
         fig.tight_layout()
-        _show()
-        return {"beta": beta, "lambda": lam, "loss": total, **terms}
+        return fig, {"beta": beta, "lambda": lam, "loss": total, **terms}
 
-    return w.interactive(
+    return _interactive(
         draw, beta=w.FloatSlider(value=beta, min=0.0, max=30.0, step=1.0,
                                  continuous_update=False),
         lam=w.FloatSlider(value=lam, min=0.0, max=5.0, step=0.25, description="lambda",
@@ -196,7 +218,7 @@ class LiveLoss:
     def __init__(self, title: str = "training", every: int = 10):
         import ipywidgets as w
         self.title, self.every, self.rows = title, int(every), []
-        self.out = w.Output()
+        self.out = w.Image(format="png")      # updated in place: never a stale cell output
 
     def __call__(self, row: dict) -> None:
         self.rows.append(row)
@@ -204,13 +226,11 @@ class LiveLoss:
             return
         import matplotlib.pyplot as plt
         from .plot import loss_curve
-        with self.out:
-            self.out.clear_output(wait=True)
-            fig, ax = plt.subplots(figsize=(6, 3))
-            loss_curve({self.title: self.rows}, ax=ax)
-            ax.set_title(f"{self.title}: step {self.rows[-1]['step']}, "
-                         f"loss {self.rows[-1]['loss']:.1f}")
-            _show()
+        fig, ax = plt.subplots(figsize=(6, 3))
+        loss_curve({self.title: self.rows}, ax=ax)
+        ax.set_title(f"{self.title}: step {self.rows[-1]['step']}, "
+                     f"loss {self.rows[-1]['loss']:.1f}")
+        self.out.value = _png(fig)
 
 
 def threshold(probs, patches, mask, landscape, image, truth=None, zoom=None,
@@ -232,13 +252,13 @@ def threshold(probs, patches, mask, landscape, image, truth=None, zoom=None,
                                       if background == "mask" else {}))
         n = int(len(np.unique(lab[lab > 0])))
         miou = metrics.matched_iou(truth, lab)["mean"] if truth is not None else None
-        plot.label_overlay(image, lab, truth=truth, zoom=zoom,
-                           title=f"{background} rule, threshold {threshold:.2f}: {n} cells"
-                           + (f", mIOU {miou:.3f}" if miou is not None else ""))
-        _show()
-        return {"threshold": threshold, "background": background, "cells": n, "mIOU": miou}
+        fig = plot.label_overlay(image, lab, truth=truth, zoom=zoom,
+                                 title=f"{background} rule, threshold {threshold:.2f}: {n} cells"
+                                 + (f", mIOU {miou:.3f}" if miou is not None else ""))
+        return fig, {"threshold": threshold, "background": background, "cells": n,
+                     "mIOU": miou}
 
-    return w.interactive(
+    return _interactive(
         draw, threshold=w.FloatSlider(value=value, min=0.05, max=0.95, step=0.05,
                                       continuous_update=False),
         background=w.Dropdown(options=["mask", "threshold"], value=background))
@@ -277,8 +297,7 @@ def worst_cells(image, truth, pred, margin: int = 12):
         ax.contour(find_boundaries(pred[sl]), [0.5], colors="yellow", linewidths=0.8)
         ax.set_title(f"rank {rank}: cell {cid}, IoU {iou:.2f}")
         ax.axis("off")
-        _show()
-        return {"rank": rank, "cell": cid, "iou": iou}
+        return fig, {"rank": rank, "cell": cid, "iou": iou}
 
-    return w.interactive(draw, rank=w.IntSlider(value=0, min=0, max=len(order) - 1,
+    return _interactive(draw, rank=w.IntSlider(value=0, min=0, max=len(order) - 1,
                                                 continuous_update=False))
