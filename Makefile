@@ -5,12 +5,15 @@
 #   make test   set up .venv with test extras, run the fast test suite (every module and
 #               notebook wiring; a few minutes)
 #   make test-slow  the end-to-end accuracy checks (training, notebooks, real data, cluster)
+#   make test-browser  the notebooks in JupyterLab in headless Chromium (apt: chromium
+#               chromium-driver), widgets moved, screenshots -> runs/browser/; the course site
+#   make book   the course site from the executed demo notebooks -> runs/book/index.html
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 RUN    ?= runs/demo
 
-.PHONY: demo full table1 test test-slow setup bench clean-runs
+.PHONY: demo full table1 test test-slow test-browser book setup bench clean-runs
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,10 +39,18 @@ table1: $(VENV)/.installed
 	$(PY) bench/table1.py --steps $(STEPS) --out runs/table1
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow and not browser"
 
 test-slow: $(VENV)/.installed
-	$(PY) -m pytest -q -m slow
+	$(PY) -m pytest -q -m "slow and not browser"
+
+test-browser: $(VENV)/.installed
+	$(PY) -m pytest -q -m browser
+
+# the course site: the notebooks as `make demo` executed them (run first if missing)
+book: $(VENV)/.installed
+	test -f $(RUN)/06_evaluate.ipynb || $(MAKE) demo
+	$(PY) -m cellnb.book --run $(RUN) --out runs/book
 
 clean-runs:
 	rm -rf runs/
