@@ -246,7 +246,8 @@ def run_notebooks(out_dir: str | Path, params: dict | str | Path | None = None,
     # the 'python3' kernel launches `python` from PATH: make it this interpreter
     os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("MPLBACKEND", "Agg")
+    # figures inline in the executed notebooks (what a student reads, and the course site)
+    os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")   # kernel debugger chatter
     done = []
     with quiet_stderr(), tempfile.TemporaryDirectory() as tmp:
