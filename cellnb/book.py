@@ -51,7 +51,8 @@ def _duration(nb: dict) -> float | None:
 def _pages(run: Path) -> list[tuple[str, Path]]:
     """(group, executed notebook) in course order: the demo fields, then the real field."""
     out = [("demo fields", p) for p in sorted(run.glob("0[1-9]_*.ipynb"))]
-    out += [("real phase-contrast field", p) for p in sorted((run / "real").glob("0[1-9]_*.ipynb"))]
+    out += [("real phase-contrast field", p)
+            for p in sorted((run / "real").glob("0[1-9]_*.ipynb"))]
     return out
 
 

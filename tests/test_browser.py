@@ -150,13 +150,19 @@ def _kernel_idle(drv) -> bool:
     return any("| Idle" in w.text for w in status)
 
 
+def _load(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):         # caught while JupyterLab writes it
+        return None
+
+
 def _saved(drv, path: Path) -> dict:
-    """Save the notebook (File > Save) and read what JupyterLab wrote."""
+    """Save the notebook (File > Save) and read what JupyterLab wrote, once complete."""
     before = path.stat().st_mtime_ns
     _command(drv, "File", "docmanager:save")
-    _wait(lambda: path.stat().st_mtime_ns != before, 30, f"{path.name} to be saved")
-    time.sleep(0.5)
-    return json.loads(path.read_text())
+    return _wait(lambda: path.stat().st_mtime_ns != before and _load(path), 30,
+                 f"{path.name} to be saved")
 
 
 def _run_all(drv, path: Path, limit: float) -> dict:
@@ -240,6 +246,8 @@ def test_notebook_runs_in_jupyterlab(lab, browser, workdir, name):
     if name in WIDGETS:
         before, after = _move_widget(browser, WIDGETS[name])
         assert before != after
+        _wait(lambda: _kernel_idle(browser), 120, "the kernel to settle")   # last redraw shown
+        time.sleep(1)
         browser.save_screenshot(str(OUT / f"{name}_widget_moved.png"))
     print(f"{name}: {time.monotonic() - t0:.0f} s in JupyterLab")
 
