@@ -75,6 +75,7 @@ def lab(workdir):
     # a clean JupyterLab: no workspace or settings left by an earlier session
     env = dict(os.environ, JUPYTERLAB_WORKSPACES_DIR=str(workdir / "workspaces"),
                JUPYTERLAB_SETTINGS_DIR=str(workdir / "settings"))
+    env.pop("MPLBACKEND", None)      # conftest's Agg: kernels here draw inline, as for a student
     proc = subprocess.Popen(
         [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1",
          f"--port={port}", f"--IdentityProvider.token={token}",
