@@ -301,10 +301,10 @@ def segment(images, modalities: Sequence[str] | str | None = None, nucleus=None,
     coverage = None
     if background == "mask":
         coverage = _integrate.mask_coverage(probs, ps, mask, threshold)
-        rule = ("cores flooded through the mask" if coverage < _integrate.FLOOD_BELOW
-                else "the paper's rule inside the mask")
+        flood = coverage < _integrate.FLOOD_BELOW
+        rule = "cores flooded through the mask" if flood else "the paper's rule inside the mask"
         log(f"[cellnb] the network is confident on {coverage:.0%} of the mask: {rule}")
-        labels = _integrate.integrate(probs, ps, threshold, mask=mask,
+        labels = _integrate.integrate(probs, ps, threshold, mask=mask, flood=flood,
                                       landscape=_integrate.border_landscape(img, mods))
     else:
         labels = _integrate.integrate(probs, ps, threshold)
