@@ -136,6 +136,11 @@ def mask_coverage(probs: np.ndarray, patches: PatchSet, mask, threshold: float =
     mask = np.asarray(mask, bool)
     if sure.shape != mask.shape:
         sure = _full_resolution(sure, mask.shape, order=0)
+    return _share(sure, mask)
+
+
+def _share(sure: np.ndarray, mask: np.ndarray) -> float:
+    """Share of the mask's pixels that are `sure`; 0 for an empty mask."""
     n = int(mask.sum())
     return float(sure[mask].sum() / n) if n else 0.0
 
@@ -355,23 +360,19 @@ def integrate(probs: np.ndarray, patches: PatchSet, threshold: float = 0.5,
         cores = _full_resolution(cores, full, order=0)
     cores[~mask] = 0
     if flood is None:
-        n = int(mask.sum())
-        flood = n == 0 or (cores > 0).sum() / n < FLOOD_BELOW
-    if not flood:
-        # the paper's rule inside the mask
-        if cleanup:
-            cores = keep_marker_component(cores, centres)
-            cores[~mask] = 0
-        return cores
-    # every marker seeds its own cell, also where the network is unsure everywhere
-    seeded = np.zeros(len(centres) + 1, bool)
-    seeded[np.unique(cores)] = True
-    r, c = centres[:, 0], centres[:, 1]
-    free = ~seeded[1:] & mask[r, c] & (cores[r, c] == 0)
-    cores[r[free], c[free]] = np.flatnonzero(free) + 1
+        flood = _share(cores > 0, mask) < FLOOD_BELOW          # = mask_coverage
+    if flood:
+        # every marker seeds its own cell, also where the network is unsure everywhere
+        seeded = np.zeros(len(centres) + 1, bool)
+        seeded[np.unique(cores)] = True
+        r, c = centres[:, 0], centres[:, 1]
+        free = ~seeded[1:] & mask[r, c] & (cores[r, c] == 0)
+        cores[r[free], c[free]] = np.flatnonzero(free) + 1
     if cleanup:
         cores = keep_marker_component(cores, centres)
         cores[~mask] = 0
+    if not flood:
+        return cores                    # the paper's rule inside the mask
     if landscape is None:
         return fill_mask(cores, mask)
     landscape = np.asarray(landscape)
