@@ -32,7 +32,10 @@ def train_overrides(pairs, error) -> dict:
         if k not in types or not _:
             error(f"--set {kv}: expected KEY=VALUE with KEY a TrainConfig field "
                   f"({', '.join(types)})")
-        out[k] = {"int": int, "float": float}.get(types[k], str)(v)
+        if types[k] == "int | str":        # e.g. warmup: a number of steps or "auto"
+            out[k] = int(v) if v.lstrip("-").isdigit() else v
+        else:
+            out[k] = {"int": int, "float": float}.get(types[k], str)(v)
     return out
 
 

@@ -295,7 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "when the training is interrupted with Ctrl-C")
     p.add_argument("--out", required=True, help="label TIFF to write")
     p.add_argument("--table", help="per-cell CSV (area, centroid, mean intensities)")
-    p.add_argument("--steps", type=int, default=1500, help="training step budget")
+    p.add_argument("--steps", type=int, default=1500,
+                   help="training step budget (training stops earlier once the labels are stable)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--precision", default="auto",
                    choices=["auto", "float32", "mixed_bfloat16"],

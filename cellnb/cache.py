@@ -15,6 +15,7 @@ import numpy as np
 from . import mask as _mask
 from . import train as _train
 from .io import InputError
+from .integrate import border_landscape, integrate
 from .mask import modality_of
 from .pipeline import (_warn_collapse, apply_model, classical_labels, config_channels,
                        field_markers, field_patches, train_confident)
@@ -86,9 +87,15 @@ def cached_model(field, config: str, run, train_config: _train.TrainConfig | Non
         return _train.load_model(path)
     chans = config_channels(config)
     mk = cached_markers(field, run, markers_from)
-    ps = field_patches(field, chans, mk, cached_mask(field, run, chans, mk), patch_size)
+    m = cached_mask(field, run, chans, mk)
+    ps = field_patches(field, chans, mk, m, patch_size)
+    cell = [c for c in chans if c != "nucleus"]
+    relief = border_landscape(field.stack(cell), [modality_of(c) for c in cell])
+    # stops when the labels stop changing, as segment does
     res, _, share = train_confident(ps, train_config, progress=progress, channels=chans,
-                                    log=lambda s: print(s, flush=True), callback=callback)
+                                    log=lambda s: print(s, flush=True), callback=callback,
+                                    labels_of=lambda p: integrate(p, ps, mask=m,
+                                                                  landscape=relief))
     _warn_collapse(share, f"{field.name} · {config}")
     _train.save_model(res, path, confident=round(share, 3))
     return _train.load_model(path)

@@ -10,7 +10,7 @@ import numpy as np
 from .io import InputError, check_labels, check_markers
 
 __all__ = ["marker_scores", "mask_iou", "iou_matrix", "matched_iou", "match", "touching_ids",
-           "touching_ap", "summarize", "average_precision", "agreement", "THRESHOLDS"]
+           "touching_ap", "summarize", "average_precision", "agreement", "same_id_iou", "THRESHOLDS"]
 
 #: IoU thresholds for instance matching (Cellpose / StarDist convention)
 THRESHOLDS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)
@@ -209,6 +209,35 @@ def agreement(a, b) -> dict:
     ab = matched_iou(a, b)["mean"]
     ba = matched_iou(b, a)["mean"]
     return dict(mean=(ab + ba) / 2, a_to_b=ab, b_to_a=ba)
+
+
+def same_id_iou(a, b) -> float:
+    """Mean IoU of the objects that carry the same id in two label images.
+
+    For two segmentations that number their objects alike (cellnb: label
+    k + 1 = marker k), e.g. one field's labels at two moments of a training,
+    no matching is needed: object k is compared with object k. Ids present
+    in only one image count 0, so a cell that appears or vanishes lowers it.
+
+    Parameters
+    ----------
+    a, b : ndarray of int, shape (H, W)
+
+    Returns
+    -------
+    float
+        In [0, 1]; 1.0 when both hold no object.
+    """
+    a, b = check_labels(a, name="first labels"), check_labels(b, name="second labels")
+    if a.shape != b.shape:
+        raise InputError(f"same_id_iou: label images differ in shape, {a.shape} vs {b.shape}.")
+    n = int(max(a.max(), b.max())) + 1
+    area_a = np.bincount(a.ravel(), minlength=n)[1:]
+    area_b = np.bincount(b.ravel(), minlength=n)[1:]
+    both = np.bincount(a[a == b].ravel(), minlength=n)[1:]
+    union = area_a + area_b - both
+    present = union > 0
+    return float((both[present] / union[present]).mean()) if present.any() else 1.0
 
 
 def touching_ids(labels) -> np.ndarray:

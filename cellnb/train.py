@@ -8,7 +8,11 @@ applies a random dihedral transform to every patch, runs the UNet, undoes
 the transform on the output, and takes an Adam step on Eq. 1
 (:func:`cellnb.loss.eq1_loss`).
 
-Stopping rule (a "stable minimum"): the loss is averaged over windows of
+Stopping rules: given a ``monitor`` (:class:`cellnb.pipeline.StableLabels`,
+as ``segment`` and the notebooks do), training stops when the field's
+segmentation stops changing between looks, which on every field measured
+comes long before the loss settles. Otherwise, and as a backstop, the loss
+plateau (a "stable minimum"): the loss is averaged over windows of
 ``window`` steps (at least one pass over the field); training stops when
 ``patience`` consecutive windows fail to improve the best window mean by
 more than ``min_delta`` (relative), or at ``max_steps``.
@@ -36,7 +40,8 @@ from .io import InputError, atomic_path
 from .loss import canvas_indices, eq1_loss
 from .patches import PatchSet, area_batches, augment_ops, dihedral_flags, invert_ops
 
-__all__ = ["TrainConfig", "TrainResult", "TrainStep", "learning_rate", "optimizer", "StepReport", "TrainingInterrupted", "Plateau", "plateau_window", "train",
+__all__ = ["TrainConfig", "TrainResult", "TrainStep", "learning_rate", "resolve_warmup",
+           "check_interval", "WARMUP_STEPS", "CROWDED", "optimizer", "StepReport", "TrainingInterrupted", "Plateau", "plateau_window", "train",
            "eq1_objective", "save_model", "save_keras", "load_model", "set_seed", "backend"]
 
 
@@ -79,10 +84,13 @@ class TrainConfig:
         Keras' usual 1e-3 at CPU-sized budgets (300 steps: mIOU 0.608 vs 0.599
         on field_01 fluorescence; 0.614 vs 0.601 on a 256x256 crop of field_02
         with fluorescence + bright-field + nucleus).
-    warmup : int
+    warmup : int or "auto"
         Steps over which the learning rate rises linearly to
-        `learning_rate` (0: none). Without it, training collapsed on crowded
-        fields, depending on the seed alone: Adam's first steps move every
+        `learning_rate` (0: none). ``"auto"`` (:func:`resolve_warmup`) warms
+        up over 50 steps on crowded fields and not at all on sparse ones; the
+        saved config records what was used. Why it depends on the field:
+        without a warm-up, training collapsed on crowded fields, depending on
+        the seed alone: Adam's first steps move every
         weight by about the full rate, the outputs drop everywhere at once
         (covered area per patch 265 -> 146 in two steps) and the network
         settles in a degenerate minimum where no patch claims the cell under
@@ -98,12 +106,20 @@ class TrainConfig:
         field_01's crop 0.608 / 0.766 (0.610 / 0.750 without). A fixed Gaussian
         prior on the output logit also prevented it (0.605 / 0.707) but cost
         AP where training was healthy (field_01 0.718), so it was not kept.
-        The warm-up is no cure-all: on the sparse real phase-contrast field
-        Usiigaci set3 it collapsed the other way (every output ~0; mIOU 0.528 /
-        AP@0.5 0.441, against 0.642 / 0.861 without it). So
-        :func:`cellnb.integrate.confident_share` tells a collapse, and
-        :func:`cellnb.pipeline.train_confident` then trains once more with the
-        other start (set3: 0.642 / 0.861 again).
+        On sparse fields the warm-up does the opposite: on 3 of the 12 real
+        phase-contrast Usiigaci fields (set3, set20, set34) it collapsed the
+        other way (every output ~0; set3 mIOU 0.528 / AP@0.5 0.441, against
+        0.642 / 0.861 without it), and none of the 12 collapsed without it.
+    check_every : int
+        Steps between two looks at the segmentation when :func:`train` is
+        given a `monitor` (:class:`cellnb.pipeline.StableLabels`); at least
+        four passes over the field, so that predicting every patch costs
+        under a tenth of the training between two looks.
+    stable : float
+        The segmentation counts as stable, and training stops, when its cells
+        overlap those of the previous look by at least this mean IoU
+        (:func:`cellnb.metrics.same_id_iou`) twice in a row and the network
+        is confident (measurements: :class:`cellnb.pipeline.StableLabels`).
     max_steps : int
         Step budget.
     window, patience, min_delta :
@@ -126,7 +142,9 @@ class TrainConfig:
     norm: str = "group"
     precision: str = "auto"
     learning_rate: float = 3e-3
-    warmup: int = 50
+    warmup: "int | str" = "auto"
+    check_every: int = 25
+    stable: float = 0.9
     max_steps: int = 1500
     window: int = 0
     patience: int = 3
@@ -144,12 +162,17 @@ class TrainConfig:
         if self.norm not in NORMS or self.precision not in ("auto",) + PRECISIONS:
             raise InputError(f"TrainConfig: norm must be one of {NORMS} and precision 'auto' "
                              f"or one of {PRECISIONS}; got {self.norm!r}, {self.precision!r}.")
-        for name in ("area", "width", "depth", "max_steps", "patience", "batch_multiple"):
+        for name in ("area", "width", "depth", "max_steps", "patience", "batch_multiple",
+                     "check_every"):
             v = getattr(self, name)
             if int(v) != v or v < 1:
                 raise InputError(f"TrainConfig.{name} must be a positive integer, got {v}.")
-        if int(self.warmup) != self.warmup or self.warmup < 0:
-            raise InputError(f"TrainConfig.warmup must be an integer >= 0, got {self.warmup}.")
+        if self.warmup != "auto" and (isinstance(self.warmup, str)
+                                      or int(self.warmup) != self.warmup or self.warmup < 0):
+            raise InputError(f"TrainConfig.warmup must be 'auto' or an integer >= 0, got "
+                             f"{self.warmup!r}.")
+        if not (0 < self.stable <= 1):
+            raise InputError(f"TrainConfig.stable must be in (0, 1], got {self.stable}.")
         return self
 
 
@@ -170,6 +193,9 @@ class TrainResult:
     retried : bool
         Set by :func:`cellnb.pipeline.train_confident` when this is the second
         training of the field (the first came out unsure).
+    checks : list of dict
+        What the `monitor` of :func:`train` reported at each look (step,
+        confident share, agreement with the previous look...).
     """
 
     model: object
@@ -180,6 +206,7 @@ class TrainResult:
     sigma: float = 15.0
     channels: list = dc_field(default_factory=list)
     retried: bool = False
+    checks: list = dc_field(default_factory=list)
 
     @property
     def steps(self) -> int:
@@ -418,6 +445,40 @@ def plateau_window(cfg: TrainConfig, n_batches: int) -> int:
     return int(cfg.window or max(50, n_batches))
 
 
+#: warm-up steps of ``warmup="auto"`` on a crowded field
+WARMUP_STEPS = 50
+#: ``warmup="auto"`` warms up when at least this share of the patch pixels lies in the mask
+CROWDED = 0.5
+
+
+def resolve_warmup(warmup, patches: PatchSet) -> int:
+    """The warm-up steps for these patches: `warmup` itself, or chosen for ``"auto"``.
+
+    ``"auto"``: :data:`WARMUP_STEPS` when at least :data:`CROWDED` of the
+    patch pixels lie in the foreground mask (a crowded field), else 0. That
+    share is what Eq. 1 sees: where most of every patch is outside the mask,
+    the mask penalty outweighs the coverage a slowly starting network can
+    reach, and the warm-up's first small steps let every output sink to 0;
+    where the cells fill the patches, Adam's first full-rate steps are what
+    collapses (:class:`TrainConfig`, ``warmup``). Measured share: the 8 demo
+    fields' fluorescence and bright-field patches 0.76-0.83, the 12 real
+    phase-contrast Usiigaci fields 0.15-0.39 (no field in between).
+
+    Parameters
+    ----------
+    warmup : int or "auto"
+    patches : PatchSet
+
+    Returns
+    -------
+    int
+    """
+    if warmup != "auto":
+        return int(warmup)
+    inside = 1.0 - float(np.mean(patches.outside)) if len(patches) else 1.0
+    return WARMUP_STEPS if inside >= CROWDED else 0
+
+
 def learning_rate(cfg: TrainConfig):
     """The learning rate of :func:`train`: warmed up linearly over ``cfg.warmup`` steps, then constant.
 
@@ -430,6 +491,9 @@ def learning_rate(cfg: TrainConfig):
         (``cfg.learning_rate / cfg.warmup`` at step 0).
     """
     import keras
+    if cfg.warmup == "auto":
+        raise InputError("learning_rate: warmup='auto' depends on the patches; resolve it "
+                         "first (resolve_warmup), as train does.")
     if not cfg.warmup:
         return cfg.learning_rate
     return keras.optimizers.schedules.CosineDecay(
@@ -473,9 +537,19 @@ def eq1_objective(n_canvas: int, lam: float, beta: float) -> Callable:
     return objective
 
 
+def check_interval(cfg: TrainConfig, n_batches: int) -> int:
+    """Steps between two looks of a `monitor`: ``cfg.check_every``, at least four passes.
+
+    A look predicts every patch once (about a third of a training step's work
+    per patch), so four passes keep it under a tenth of the training.
+    """
+    return int(max(cfg.check_every, 4 * n_batches))
+
+
 def train(patches: PatchSet, config: TrainConfig | None = None, model=None,
           progress: bool = True, callback: Callable[[dict], None] | None = None,
-          channels: list | None = None, sigma: float = 15.0) -> TrainResult:
+          channels: list | None = None, sigma: float = 15.0,
+          monitor: Callable[[object, int], str | None] | None = None) -> TrainResult:
     """Train (or continue training) the UNet on one field's patches.
 
     Parameters
@@ -494,6 +568,12 @@ def train(patches: PatchSet, config: TrainConfig | None = None, model=None,
         Names of the image channels (recorded with the model).
     sigma : float
         Gaussian-disk sigma used for `patches` (recorded with the model).
+    monitor : callable, optional
+        ``monitor(model, step)`` is called every :func:`check_interval` steps
+        with the model as trained so far; a string it returns stops the
+        training and becomes the `stop_reason` (e.g. ``"stable"``). Its
+        ``checks`` attribute, if any, is kept as ``TrainResult.checks``
+        (:class:`cellnb.pipeline.StableLabels`).
 
     Returns
     -------
@@ -501,7 +581,9 @@ def train(patches: PatchSet, config: TrainConfig | None = None, model=None,
     """
     from .model import build_unet, resolve_precision
     cfg = (config or TrainConfig()).check()
-    cfg = replace(cfg, precision=resolve_precision(cfg.precision))   # record what ran
+    # record what ran
+    cfg = replace(cfg, precision=resolve_precision(cfg.precision),
+                  warmup=resolve_warmup(cfg.warmup, patches))
     if len(patches) == 0:
         raise InputError("train: no patches (no markers); nothing to learn from.")
     if patches.size % (2 ** cfg.depth):
@@ -523,7 +605,9 @@ def train(patches: PatchSet, config: TrainConfig | None = None, model=None,
     canvas = min(cfg.area, max(h, w)) + patches.size
     step = TrainStep(model, model.optimizer, eq1_objective(canvas * canvas, cfg.lam, cfg.beta))
 
-    window = plateau_window(cfg, len(area_batches(patches, cfg.area)))
+    n_batches = len(area_batches(patches, cfg.area))
+    window = plateau_window(cfg, n_batches)
+    every = check_interval(cfg, n_batches)
     history: list[dict] = []
     plateau, reason = Plateau(cfg.patience, cfg.min_delta), "max_steps"
     bar = None
@@ -534,7 +618,7 @@ def train(patches: PatchSet, config: TrainConfig | None = None, model=None,
                         + (f" ({'+'.join(channels)})" if channels else ""), cfg.max_steps)
     t0 = time.perf_counter()
     try:
-        while len(history) < cfg.max_steps and reason != "plateau":
+        while len(history) < cfg.max_steps and reason == "max_steps":
             for idx in area_batches(patches, cfg.area, rng):
                 x, out, index, wt = _batch_arrays(patches, idx, canvas, cfg.batch_multiple)
                 flags = dihedral_flags(rng.integers(0, 8, len(x)))
@@ -555,6 +639,12 @@ def train(patches: PatchSet, config: TrainConfig | None = None, model=None,
                     if plateau.update(np.mean([r["loss"] for r in history[-window:]])):
                         reason = "plateau"
                         break
+                if monitor is not None and len(history) % every == 0:
+                    step.sync()            # JAX: the monitor predicts with the model's weights
+                    said = monitor(model, len(history))
+                    if said:
+                        reason = said
+                        break
                 if len(history) >= cfg.max_steps:
                     break
     except KeyboardInterrupt:      # the finally below syncs the weights before this leaves
@@ -568,7 +658,8 @@ def train(patches: PatchSet, config: TrainConfig | None = None, model=None,
     if history:
         report.done(len(history), reason, history[-1]["loss"])
     return TrainResult(model=model, config=cfg, history=history, stop_reason=reason,
-                       patch_size=patches.size, sigma=sigma, channels=list(channels or []))
+                       patch_size=patches.size, sigma=sigma, channels=list(channels or []),
+                       checks=list(getattr(monitor, "checks", [])))
 
 
 def save_model(result: TrainResult, path: str | Path, **extra) -> Path:
@@ -581,7 +672,8 @@ def save_model(result: TrainResult, path: str | Path, **extra) -> Path:
     meta = {"config": asdict(result.config), "patch_size": result.patch_size,
             "sigma": result.sigma, "channels": result.channels,
             "stop_reason": result.stop_reason, "steps": result.steps,
-            "retried": result.retried, "history": result.history, **extra}
+            "retried": result.retried, "checks": result.checks, "history": result.history,
+            **extra}
     return save_keras(result.model, path, meta)
 
 

@@ -115,3 +115,17 @@ def test_touching_ap_scores_the_crowded_cells_only():
     half[25:29, 0:4] = 9            # a false cell on background: not counted either
     assert metrics.touching_ap(truth, half)["ap"] == 1.0
     assert np.isnan(metrics.touching_ap(truth * (truth == 3), truth)["ap"])
+
+
+def test_same_id_iou_compares_cells_by_their_id():
+    a = np.zeros((10, 10), np.int32)
+    a[0:4, 0:4], a[6:10, 6:10] = 1, 2
+    assert metrics.same_id_iou(a, a) == 1.0
+    b = a.copy()
+    b[0:4, 0:2] = 0                      # cell 1 halved
+    assert metrics.same_id_iou(a, b) == pytest.approx((0.5 + 1.0) / 2)
+    c = np.where(a == 2, 3, a)           # cell 2 renumbered: it vanished and a new one came
+    assert metrics.same_id_iou(a, c) == pytest.approx(1 / 3)
+    assert metrics.same_id_iou(np.zeros_like(a), np.zeros_like(a)) == 1.0
+    with pytest.raises(InputError, match="shape"):
+        metrics.same_id_iou(a, a[:5])

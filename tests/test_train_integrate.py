@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import numpy as np
@@ -44,6 +45,73 @@ def test_learning_rate_warms_up_then_stays():
     assert train.learning_rate(train.TrainConfig(warmup=0)) == 3e-3
     with pytest.raises(InputError, match="warmup"):
         train.TrainConfig(warmup=-1).check()
+    with pytest.raises(InputError, match="warmup"):
+        train.TrainConfig(warmup="sometimes").check()
+    with pytest.raises(InputError, match="resolve"):
+        train.learning_rate(train.TrainConfig(warmup="auto"))
+
+
+def test_auto_warmup_follows_how_much_of_the_patches_the_mask_fills(small_patches):
+    # crowded fields collapse without a warm-up, sparse ones with it (TrainConfig.warmup)
+    crowded = dataclasses.replace(small_patches, outside=np.zeros_like(small_patches.outside))
+    sparse = dataclasses.replace(small_patches, outside=np.ones_like(small_patches.outside))
+    assert train.resolve_warmup("auto", crowded) == train.WARMUP_STEPS == 50
+    assert train.resolve_warmup("auto", sparse) == 0
+    assert train.resolve_warmup(7, sparse) == 7
+    res = train.train(sparse, train.TrainConfig(max_steps=1), progress=False)
+    assert res.config.warmup == 0          # the saved config records what ran
+
+
+def test_train_stops_when_its_monitor_says_so(small_patches):
+    seen = []
+
+    def monitor(model, step):
+        seen.append(step)
+        return "stable" if step >= 8 else None
+    res = train.train(small_patches, train.TrainConfig(max_steps=50, check_every=1),
+                      progress=False, monitor=monitor)
+    every = train.check_interval(train.TrainConfig(check_every=1), 1)
+    assert every == 4                      # at least four passes (one area here)
+    assert seen == [4, 8] and res.steps == 8 and res.stop_reason == "stable"
+
+
+def test_stable_labels_stops_once_the_segmentation_stops_changing(small_patches, monkeypatch):
+    from cellnb import pipeline
+    n = len(small_patches)
+    shares = iter([0.9, 0.1, 0.9, 0.9, 0.9, 0.9])
+    monkeypatch.setattr(integrate, "predict_patches", lambda model, ps: np.zeros((n, 2, 2)))
+    monkeypatch.setattr(integrate, "confident_share", lambda probs, ps: next(shares))
+    a = np.zeros((20, 20), np.int32)
+    a[2:10, 2:10], a[12:18, 12:18] = 1, 2
+    b = a.copy()
+    b[2:10, 9] = 0                          # cell 1 lost a column: IoU 56/64
+    looks = iter([a, a, b, b, b])
+    mon = pipeline.StableLabels(small_patches, lambda probs: next(looks), stable=0.95, start=10)
+    assert mon(None, 5) is None and mon.checks == []            # still warming up
+    assert mon(None, 10) is None                                # first confident look
+    assert mon(None, 20) is None                                # unsure: no comparison
+    assert mon(None, 30) is None                                # confident again, first look
+    assert mon(None, 40) is None and mon.checks[-1]["agreement"] == pytest.approx((56 / 64 + 1) / 2)
+    assert mon(None, 50) is None and mon.checks[-1]["agreement"] == 1.0   # once is not enough
+    assert mon(None, 60) == "stable"                                      # twice in a row
+    assert [c["step"] for c in mon.checks] == [10, 20, 30, 40, 50, 60]
+    # a first training still unsure after `give_up` steps stops at once
+    monkeypatch.setattr(integrate, "confident_share", lambda probs, ps: 0.2)
+    mon = pipeline.StableLabels(small_patches, lambda probs: a, give_up=30)
+    assert mon(None, 20) is None and mon(None, 30) == "unsure"
+
+
+def test_an_unsure_first_training_is_given_up_early(small_patches, monkeypatch):
+    from cellnb import pipeline
+    monkeypatch.setattr(pipeline, "UNSURE_AFTER", 4)
+    shares = iter([0.0, 0.0, 0.9, 0.9])     # first: the look and the kept outputs; then the retry
+    monkeypatch.setattr(integrate, "confident_share", lambda probs, ps: next(shares, 0.9))
+    lines = []
+    res, _, share = pipeline.train_confident(
+        small_patches, train.TrainConfig(max_steps=12, warmup=0, check_every=1),
+        progress=False, log=lines.append, labels_of=lambda probs: np.ones((4, 4), np.int32))
+    assert "after 4 steps" in lines[0] and res.retried and res.config.warmup == 50
+    assert share == 0.9 and res.stop_reason in ("stable", "max_steps")
 
 
 def test_confident_share_tells_a_collapsed_training():
@@ -86,7 +154,8 @@ def test_an_unsure_training_is_repeated_once_with_the_other_start(small_patches,
     shares = iter([0.0, 0.9])
     monkeypatch.setattr(integrate, "confident_share", lambda probs, ps: next(shares))
     lines = []
-    res, probs, share = pipeline.train_confident(small_patches, train.TrainConfig(max_steps=2),
+    res, probs, share = pipeline.train_confident(small_patches,
+                                                 train.TrainConfig(max_steps=2, warmup=50),
                                                  progress=False, log=lines.append)
     assert res.retried and res.config.warmup == 0 and res.steps == 2 and share == 0.9
     assert probs.shape == small_patches.x.shape[:3]
