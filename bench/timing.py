@@ -11,9 +11,9 @@ to OUT/timing.{csv,md}):
   needs an earlier step's result makes it itself, as a student's first *Run All* would.
 * ``demo``: ``make demo``'s two commands (notebooks/demo.yaml, then demo_real.yaml) into a
   fresh folder, wall time.
-* ``field1750``: ``segment`` with its defaults (step budget 1500, the plateau rule) on the
-  paper-sized 1750x1750 synthetic field (bench/_field.py), time to its stable minimum and
-  matched mIOU against the field's truth.
+* ``field1750``: ``segment`` with its defaults (training stops once the labels are stable) on
+  the paper-sized 1750x1750 synthetic field (bench/_field.py), time to that stable
+  segmentation and matched mIOU against the field's truth.
 * ``real``: ``segment`` with its defaults on every real field in ../shared/data/usiigaci-phase
   (markers.csv), seconds and mIOU / AP@0.5 against the hand-drawn cells.
 
