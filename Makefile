@@ -28,12 +28,13 @@ demo: $(VENV)/.installed
 	    --only 01 03 04 05 06
 
 # The full experiments of the series (Table I in notebooks 04-06, both nucleus models trained in
-# 02; over an hour on 2 CPU cores, Table I's 12 trainings alone ~55 min) -> runs/full/
+# 02; Table I's 12 trainings alone 20 min on 2 CPU cores) -> runs/full/
 full: $(VENV)/.installed
 	$(PY) -m cellnb run-notebooks --params notebooks/full.yaml --out runs/full
 
 # Table I on all four demo fields x three input sets, scored against ground truth
-# (12 trainings; at STEPS=300 about 55 min on 2 CPU cores); rows stream to runs/table1/table1.md
+# (12 trainings; at STEPS=300 about 20 min on 2 CPU cores, each stopping once its labels are
+# stable); rows stream to runs/table1/table1.md
 STEPS  ?= 300
 table1: $(VENV)/.installed
 	$(PY) bench/table1.py --steps $(STEPS) --out runs/table1

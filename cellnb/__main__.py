@@ -78,6 +78,7 @@ def _cmd_segment(a) -> int:
     check_number("--steps", a.steps, 1, integer=True)
     check_number("--seed", a.seed, 0, integer=True)
     check_number("--threshold", a.threshold, 0, 1, open_low=True, open_high=True)
+    check_number("--stable", a.stable, 0, 1, open_low=True)
     if a.save_model and a.model:
         raise InputError("--save-model saves a trained model, but --model applies one without "
                          "training; drop one of them.")
@@ -122,7 +123,7 @@ def _cmd_segment(a) -> int:
     mask = read_labels(a.mask) > 0 if a.mask else None
     model = load_model(a.model)[0] if a.model else None
     init = load_model(a.init)[0] if a.init else None
-    cfg = TrainConfig(max_steps=a.steps, seed=a.seed, precision=a.precision)
+    cfg = TrainConfig(max_steps=a.steps, seed=a.seed, precision=a.precision, stable=a.stable)
     try:
         res = segment(images, mods, nucleus=nucleus, markers=markers, mask=mask,
                       use_nucleus=a.use_nucleus, config=cfg, model=model, progress=not a.quiet,
@@ -297,6 +298,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--table", help="per-cell CSV (area, centroid, mean intensities)")
     p.add_argument("--steps", type=int, default=1500,
                    help="training step budget (training stops earlier once the labels are stable)")
+    p.add_argument("--stable", type=float, default=0.9,
+                   help="stop training when two looks in a row find the cells overlapping the "
+                        "previous look's by at least this IoU (default 0.9; 1 trains on to the "
+                        "loss plateau or the step budget)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--precision", default="auto",
                    choices=["auto", "float32", "mixed_bfloat16"],

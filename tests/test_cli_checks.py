@@ -54,6 +54,7 @@ def test_segment_refuses_bad_outputs_before_training(files, never, capsys):
     _fails(capsys, base + ["--out", t / "l.tif", "--steps", "0"], "--steps")
     _fails(capsys, base + ["--out", t / "l.tif", "--seed", "-1"], "--seed")
     _fails(capsys, base + ["--out", t / "l.tif", "--threshold", "1.5"], "--threshold")
+    _fails(capsys, base + ["--out", t / "l.tif", "--stable", "1.2"], "--stable")
     _fails(capsys, base + ["--out", t / "l.tif", "--model", t / "missing.keras"], "no such file")
     _fails(capsys, ["segment", "--image", t / "folder", "--nucleus", t / "nuc.tif",
                     "--out", t / "l.tif"], "is a folder")

@@ -316,8 +316,10 @@ def test_segment_command(tmp_path, small_field, capsys):
     rc = main(["segment", "--image", str(tmp_path / "fluorescence.tif"), "--image",
                str(tmp_path / "brightfield.tif"), "--nucleus", str(tmp_path / "nucleus.tif"),
                "--out", str(out), "--steps", "5", "--quiet", "--table", str(tmp_path / "c.csv"),
-               "--save-model", str(tmp_path / "m.keras")])
+               "--save-model", str(tmp_path / "m.keras"), "--stable", "0.95"])
     assert rc == 0
+    import json
+    assert json.loads((tmp_path / "m.json").read_text())["config"]["stable"] == 0.95
     lab = tifffile.imread(out)
     assert lab.shape == small_field.shape and lab.dtype == np.uint16 and lab.max() > 10
     assert "cells" in capsys.readouterr().out
