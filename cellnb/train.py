@@ -223,6 +223,23 @@ def backend() -> str:
     return keras.backend.backend()
 
 
+def _one_inter_op_thread() -> bool:
+    """Ask TensorFlow for one inter-op thread (repeatable sums); False if it already runs with more.
+
+    Only possible before TensorFlow's first op, so :func:`load_model` asks too:
+    a notebook that loads a model and predicts before it trains (02) would
+    otherwise train unrepeatably. Other backends: nothing to do.
+    """
+    if backend() != "tensorflow":
+        return True
+    import tensorflow as tf
+    try:
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:
+        return tf.config.threading.get_inter_op_parallelism_threads() == 1
+    return True
+
+
 def set_seed(seed: int) -> None:
     """Seed Python, NumPy and the Keras backend, and make training repeatable on the CPU.
 
@@ -230,8 +247,8 @@ def set_seed(seed: int) -> None:
     independent ops (inter-op threads = 1): otherwise the order of
     floating-point sums varies and runs drift apart after a few steps
     (measured: ~1e-3 relative after 5 steps). That setting can only be made
-    before TensorFlow runs its first op; if it is too late, a warning says
-    so. JAX and PyTorch on the CPU repeat bit for bit with the seeds alone.
+    before TensorFlow runs its first op (:func:`load_model` makes it too);
+    if it is too late, a warning says so. JAX and PyTorch on the CPU repeat bit for bit with the seeds alone.
     """
     import warnings
     import keras
@@ -240,14 +257,11 @@ def set_seed(seed: int) -> None:
         return
     import tensorflow as tf
     tf.config.experimental.enable_op_determinism()
-    try:
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-    except RuntimeError:
-        if tf.config.threading.get_inter_op_parallelism_threads() != 1:
-            warnings.warn("TensorFlow was initialised before cellnb could set inter-op threads "
-                          "to 1; training may not be bit-for-bit repeatable. Train before other "
-                          "TensorFlow work, or call tf.config.threading."
-                          "set_inter_op_parallelism_threads(1) first.", stacklevel=2)
+    if not _one_inter_op_thread():
+        warnings.warn("TensorFlow was initialised before cellnb could set inter-op threads "
+                      "to 1; training may not be bit-for-bit repeatable. Train before other "
+                      "TensorFlow work, or call tf.config.threading."
+                      "set_inter_op_parallelism_threads(1) first.", stacklevel=2)
 
 
 class TrainStep:
@@ -703,6 +717,7 @@ def load_model(path: str | Path):
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: model file not found.")
+    _one_inter_op_thread()          # before TensorFlow's first op: later trainings repeat
     try:
         model = keras.models.load_model(path)
     except Exception as exc:

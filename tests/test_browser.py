@@ -183,7 +183,7 @@ def _run_all(drv, path: Path, limit: float) -> dict:
                       if o.get("output_type") == "error"]
             if errors or all(c.get("execution_count") for c in code):
                 return nb
-        time.sleep(3)
+        time.sleep(1)
     raise AssertionError(f"timed out after {limit:.0f} s: {path.name}: every cell to run")
 
 

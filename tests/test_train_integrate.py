@@ -27,6 +27,29 @@ def test_unet_shapes_and_errors():
         build_unet(3, prior=1.0)
 
 
+def test_a_model_loaded_and_used_first_leaves_training_repeatable():
+    """Notebook 02's order: load a model and predict, then train. Loading asks TensorFlow for
+    one inter-op thread before its first op, so set_seed has nothing to warn about (it did)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    script = (
+        "import warnings, numpy as np\n"
+        "warnings.simplefilter('error')\n"
+        "from cellnb import train\n"
+        "m, _ = train.load_model('data/models/nuclei__fluorescence.keras')\n"
+        "m.predict(np.zeros((1, 64, 64, 1), 'float32'), verbose=0)\n"
+        "train.set_seed(0)\n"
+        "import tensorflow as tf\n"
+        "print('THREADS', tf.config.threading.get_inter_op_parallelism_threads())\n")
+    env = dict(__import__("os").environ, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow")
+    p = subprocess.run([sys.executable, "-c", script], cwd=root, env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "THREADS 1" in p.stdout, p.stdout
+
+
 def test_training_lowers_the_loss_and_is_repeatable(small_patches):
     cfg = train.TrainConfig(max_steps=30, seed=5, patience=100)
     a = train.train(small_patches, cfg, progress=False)
