@@ -248,7 +248,8 @@ def set_seed(seed: int) -> None:
     floating-point sums varies and runs drift apart after a few steps
     (measured: ~1e-3 relative after 5 steps). That setting can only be made
     before TensorFlow runs its first op (:func:`load_model` makes it too);
-    if it is too late, a warning says so. JAX and PyTorch on the CPU repeat bit for bit with the seeds alone.
+    if it is too late, a warning says so. JAX and PyTorch on the CPU repeat
+    bit for bit with the seeds alone.
     """
     import warnings
     import keras

@@ -181,7 +181,10 @@ def test_ctrl_c_during_training_leaves_a_resumable_model(tmp_path, small_field):
     args = [sys.executable, "-m", "cellnb", "segment", "--image", str(tmp_path / "c.tif"),
             "--nucleus", str(tmp_path / "n.tif"), "--out", str(tmp_path / "l.tif"),
             "--steps", "100000", "--save-model", str(model)]
-    p = subprocess.Popen(args, env=ENV, stderr=subprocess.PIPE)
+    # SIGINT's default action back in the child: a job started in the background by a shell
+    # ignores SIGINT, and a Python started with it ignored never raises KeyboardInterrupt
+    p = subprocess.Popen(args, env=ENV, stderr=subprocess.PIPE,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen = []
 
     def read():
