@@ -15,10 +15,10 @@ import numpy as np
 from . import mask as _mask
 from . import train as _train
 from .io import InputError
-from .integrate import border_landscape, integrate
+from .integrate import integrate
 from .mask import modality_of
-from .pipeline import (_warn_collapse, apply_model, classical_labels, config_channels,
-                       field_markers, field_patches, train_confident)
+from .pipeline import (_field_relief, _warn_collapse, apply_model, classical_labels,
+                       config_channels, field_markers, field_patches, train_confident)
 
 __all__ = ["cached_markers", "cached_mask", "cached_model", "cached_labels", "baseline_labels",
            "cached_nucleus_model", "synthetic_markers"]
@@ -89,8 +89,7 @@ def cached_model(field, config: str, run, train_config: _train.TrainConfig | Non
     mk = cached_markers(field, run, markers_from)
     m = cached_mask(field, run, chans, mk)
     ps = field_patches(field, chans, mk, m, patch_size)
-    cell = [c for c in chans if c != "nucleus"]
-    relief = border_landscape(field.stack(cell), [modality_of(c) for c in cell])
+    relief = _field_relief(field, chans)
     # stops when the labels stop changing, as segment does
     res, _, share = train_confident(ps, train_config, progress=progress, channels=chans,
                                     log=lambda s: print(s, flush=True), callback=callback,

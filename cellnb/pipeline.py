@@ -614,9 +614,14 @@ def apply_model(model, meta: dict, field, channels: Sequence[str], markers, mask
     _warn_collapse(_integrate.confident_share(probs, ps), field.name)
     if background == "threshold":
         return _integrate.integrate(probs, ps, threshold)
+    return _integrate.integrate(probs, ps, threshold, mask=mask,
+                                landscape=_field_relief(field, channels))
+
+
+def _field_relief(field, channels: Sequence[str]) -> np.ndarray:
+    """The border landscape of `field`'s cell channels (the nucleus guides no border)."""
     cell = [c for c in channels if c != "nucleus"]
-    relief = _integrate.border_landscape(field.stack(cell), [modality_of(c) for c in cell])
-    return _integrate.integrate(probs, ps, threshold, mask=mask, landscape=relief)
+    return _integrate.border_landscape(field.stack(cell), [modality_of(c) for c in cell])
 
 
 def classical_labels(field, cell_channels: Sequence[str], markers, mask,
