@@ -93,7 +93,7 @@ def cached_model(field, config: str, run, train_config: _train.TrainConfig | Non
     # stops when the labels stop changing, as segment does
     res, _, share = train_confident(ps, train_config, progress=progress, channels=chans,
                                     log=lambda s: print(s, flush=True), callback=callback,
-                                    labels_of=lambda p: integrate(p, ps, mask=m,
+                                    mask=m, labels_of=lambda p: integrate(p, ps, mask=m,
                                                                   landscape=relief))
     _warn_collapse(share, f"{field.name} · {config}")
     _train.save_model(res, path, confident=round(share, 3))

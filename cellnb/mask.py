@@ -35,7 +35,14 @@ Where ``p`` comes from:
   cells. The recipe here, in four measured steps: (1) the log local standard
   deviation (1.2 px window) thresholded by Otsu gives a rough mask; (2) only
   its pieces that hold a marker are kept (every cell has one, so a piece
-  without one is debris or an unmarked cell that no patch could segment);
+  without one is debris or an unmarked cell that no patch could segment),
+  and only within :data:`MARKER_REACH` = 2 marker spacings of a marker (a
+  band of debris at the field's edge or unannotated cells joined to one
+  marked cell are cut back; 12 Usiigaci fields, mean mask IoU 0.609 ->
+  0.644 with one click per cell, 0.570 -> 0.587 with markers found in the
+  image; the sparse fields set30 0.48 -> 0.55, set40 0.25 -> 0.57, the
+  others within 0.01 at 2 spacings; 1.5 spacings cost set5 0.02 with
+  found markers);
   (3) phase contrast only: the halo is cut off by a seeded watershed on the
   smoothed intensity, between the background outside the rough mask and the
   cells' dark bodies (darker than the local background) plus a disk at each
@@ -66,6 +73,7 @@ from .io import InputError, check_image, check_markers, normalize
 __all__ = ["MODALITIES", "TRANSMITTED", "modality_of", "noise_level", "fluorescence_probability",
            "brightfield_probability", "transmitted_probability", "hint_probability",
            "graph_cut", "default_smoothness", "clean_mask", "keep_marked", "foreground_mask",
+           "MARKER_REACH",
            "marker_spacing", "phase_darkness"]
 
 MODALITIES = ("fluorescence", "brightfield", "phase", "dic")
@@ -115,16 +123,27 @@ def modality_of(name: str) -> str:
     return "fluorescence"
 
 
-def keep_marked(mask, markers) -> np.ndarray:
+#: :func:`foreground_mask` keeps transmitted-light mask pixels within this many
+#: marker spacings (:func:`marker_spacing`) of a marker
+MARKER_REACH = 2.0
+
+
+def keep_marked(mask, markers, reach: float | None = None) -> np.ndarray:
     """The connected pieces of `mask` that hold at least one marker.
 
     Every cell the method can segment has a marker, so a piece without one
-    is debris, or a cell no patch will ever claim.
+    is debris, or a cell no patch will ever claim. With `reach`, pixels
+    farther than `reach` px from every marker are dropped first: a large
+    piece that holds one marker (a band of debris at the field's edge
+    touching a cell, unannotated cells joined to a marked one) is cut back
+    to what a marked cell can span.
 
     Parameters
     ----------
     mask : ndarray of bool, shape (H, W)
     markers : ndarray, shape (N, 2)
+    reach : float, optional
+        Largest distance (px) of a kept pixel from its nearest marker.
 
     Returns
     -------
@@ -132,8 +151,14 @@ def keep_marked(mask, markers) -> np.ndarray:
     """
     from skimage.measure import label
     m = np.asarray(mask, bool)
-    lab = label(m)
     rc = np.round(check_markers(markers, m.shape)).astype(int)
+    if reach is not None:
+        if not (np.isfinite(reach) and reach > 0):
+            raise InputError(f"keep_marked: reach must be a number of px > 0, got {reach}.")
+        away = np.ones(m.shape, bool)
+        away[rc[:, 0], rc[:, 1]] = False
+        m = m & (ndi.distance_transform_edt(away) <= reach)
+    lab = label(m)
     ids = np.unique(lab[rc[:, 0], rc[:, 1]])
     return np.isin(lab, ids[ids > 0])
 
@@ -623,5 +648,7 @@ def foreground_mask(image, modality: str | Sequence[str] = "fluorescence", marke
         spacing = marker_spacing(markers) if markers is not None and len(markers) > 1 else None
         m = clean_mask(m, spacing)
     if markers is not None and any(mod in TRANSMITTED for mod in mods):
-        m = keep_marked(m, markers)
+        # no texture threshold tells debris or unmarked cells joined to a cell from the cell
+        reach = MARKER_REACH * marker_spacing(markers) if len(markers) > 1 else None
+        m = keep_marked(m, markers, reach)
     return (m, prob) if return_probability else m

@@ -291,7 +291,7 @@ def segment(images, modalities: Sequence[str] | str | None = None, nucleus=None,
             f"(Keras backend {_train.backend()}, {prec})")
         result, probs, share = train_confident(
             ps, config, init=init, progress=progress, sigma=sigma, log=log,
-            channels=list(mods) + (["nucleus"] if use_nucleus else []),
+            channels=list(mods) + (["nucleus"] if use_nucleus else []), mask=mask,
             labels_of=lambda p: _labels(p, ps, mask, relief, background, threshold))
         model = result.model
         log(f"[cellnb] trained {result.steps} steps ({result.stop_reason})")
@@ -325,6 +325,10 @@ def _labels(probs, ps, mask, relief, background: str = "mask", threshold: float 
 
 #: a first training still unsure this many steps after its warm-up is given up and repeated
 UNSURE_AFTER = 100
+
+#: largest change of the mask coverage between two looks that may agree, near or above
+#: :data:`cellnb.integrate.FLOOD_BELOW` (:class:`StableLabels`)
+COVER_STEADY = 0.05
 
 
 class StableLabels:
@@ -365,12 +369,31 @@ class StableLabels:
         From this step on, a look at an unsure network stops the training
         (``"unsure"``) so that :func:`train_confident` can start again at once
         instead of after the whole budget.
+    mask : ndarray of bool, shape (H, W), optional
+        The foreground mask of the integration. With it, each look also
+        measures :func:`cellnb.integrate.mask_coverage`, and where either of
+        two looks is within `steady` of :data:`cellnb.integrate.FLOOD_BELOW`
+        or above it, they only agree when the coverage moved by at most
+        `steady` between them: there the coverage decides the integration's
+        rule, so labels that agree while it still climbs have not settled.
+        Measured (scored against the truth at every look, 300-step budget):
+        the demo's three-channel models climb from ~0.6 to ~0.9; without
+        this, field_02 stopped at 100 steps (coverage 0.71 -> 0.79, agreement
+        0.91) with mIOU / AP@0.5 0.675 / 0.891, with it it trains the 300
+        steps (0.689 / 0.916; the seeded watershed 0.693 / 0.916); field_01
+        0.678 / 0.911 at 200 -> 0.683 / 0.927 at 275; field_03 and field_04
+        stop where they did (200, 250-300). One-channel demo models (coverage
+        0.6-0.73) and the real phase-contrast fields (0.18-0.63) never come
+        near, and stop as before.
+    steady : float
+        Largest change of the mask coverage between two agreeing looks near
+        or above :data:`cellnb.integrate.FLOOD_BELOW`.
 
     Attributes
     ----------
     checks : list of dict
         One row per look: ``step``, ``confident``, ``agreement`` (None at the
-        first confident look), ``seconds`` of the look.
+        first confident look), ``cover`` (with `mask`), ``seconds`` of the look.
     probs : ndarray or None
         The patch outputs of the last look.
     step : int
@@ -378,11 +401,14 @@ class StableLabels:
     """
 
     def __init__(self, patches, labels_of: Callable, stable: float = 0.9, start: int = 0,
-                 give_up: int | None = None, times: int = 2):
+                 give_up: int | None = None, times: int = 2, mask=None,
+                 steady: float = COVER_STEADY):
         self.patches, self.labels_of, self.stable = patches, labels_of, float(stable)
         self.start, self.give_up, self.times = int(start), give_up, int(times)
+        self.mask, self.steady = mask, float(steady)
         self.checks: list[dict] = []
         self.probs, self.step, self._prev, self._agreed = None, 0, None, 0
+        self._cover = None
 
     def __call__(self, model, step: int) -> str | None:
         if step < self.start:
@@ -391,18 +417,28 @@ class StableLabels:
         t = time.perf_counter()
         self.probs, self.step = _integrate.predict_patches(model, self.patches), step
         share = _integrate.confident_share(self.probs, self.patches)
-        agree = None
+        agree = cover = None
+        steady = True
+        if self.mask is not None:
+            cover = _integrate.mask_coverage(self.probs, self.patches, self.mask)
+            # only near the flood/paper boundary can a moving coverage switch the rule
+            near = self._cover is not None and \
+                max(cover, self._cover) >= _integrate.FLOOD_BELOW - self.steady
+            steady = not near or abs(cover - self._cover) <= self.steady
         if share >= _integrate.COLLAPSE_SHARE:
             labels = self.labels_of(self.probs)
             if self._prev is not None:
                 agree = same_id_iou(labels, self._prev)
-            self._prev = labels
+            self._prev, self._cover = labels, cover
         else:
-            self._prev = None          # only confident looks in a row can agree
-        self._agreed = self._agreed + 1 if agree is not None and agree >= self.stable else 0
-        self.checks.append({"step": step, "confident": round(share, 3),
-                            "agreement": None if agree is None else round(agree, 4),
-                            "seconds": round(time.perf_counter() - t, 2)})
+            self._prev = self._cover = None     # only confident looks in a row can agree
+        settled = agree is not None and agree >= self.stable and steady
+        self._agreed = self._agreed + 1 if settled else 0
+        row = {"step": step, "confident": round(share, 3),
+               "agreement": None if agree is None else round(agree, 4)}
+        if cover is not None:
+            row["cover"] = round(cover, 4)
+        self.checks.append({**row, "seconds": round(time.perf_counter() - t, 2)})
         if self._agreed >= self.times:
             return "stable"
         if share < _integrate.COLLAPSE_SHARE and self.give_up is not None \
@@ -413,7 +449,7 @@ class StableLabels:
 
 def train_confident(patches, config: _train.TrainConfig | None = None, init=None,
                     log: Callable[[str], None] | None = None, labels_of: Callable | None = None,
-                    **kwargs):
+                    mask=None, **kwargs):
     """Train until the segmentation is stable, and once more from new weights if it came out unsure.
 
     With `labels_of`, training stops when the field's labels stop changing
@@ -443,6 +479,9 @@ def train_confident(patches, config: _train.TrainConfig | None = None, init=None
         Receives a line when the training is repeated.
     labels_of : callable, optional
         ``labels_of(probs) -> labels``: the integration, for :class:`StableLabels`.
+    mask : ndarray of bool, shape (H, W), optional
+        The integration's foreground mask: with `labels_of`, the stop also
+        waits for its coverage to settle (:class:`StableLabels`).
     **kwargs
         Passed to :func:`cellnb.train.train` (``progress``, ``channels``, ``sigma``,
         ``callback``).
@@ -463,7 +502,7 @@ def train_confident(patches, config: _train.TrainConfig | None = None, init=None
     def run(c, model, give_up):
         warm = _train.resolve_warmup(c.warmup, patches)
         mon = None if labels_of is None else StableLabels(
-            patches, labels_of, c.stable, start=warm,
+            patches, labels_of, c.stable, start=warm, mask=mask,
             give_up=None if give_up is None else warm + give_up)
         res = _train.train(patches, c, model=model, monitor=mon, **kwargs)
         if mon is not None and mon.step == res.steps and mon.probs is not None:

@@ -118,6 +118,27 @@ def test_keep_marked_drops_pieces_without_a_cell():
     assert kept[5, 5] and kept[25, 25] and not kept[3, 33]
 
 
+def test_keep_marked_cuts_a_piece_back_to_the_markers_reach():
+    # a band of debris along the field's edge, touching one marked cell
+    m = np.zeros((60, 60), bool)
+    m[20:30, 20:30] = True                  # the cell, marker at its centre
+    m[28:34, :] = True                      # the band it touches
+    m[45:50, 45:50] = True                  # a marked cell elsewhere
+    kept = mask.keep_marked(m, [[25, 25], [47, 47]], reach=12)
+    assert kept[25, 25] and kept[20, 20] and kept[31, 20]    # the cell, and the band near it
+    assert not kept[31, 2] and not kept[31, 55]              # the band far from any marker
+    assert kept[47, 47] and kept[45:50, 45:50].all()
+    assert mask.keep_marked(m, [[25, 25], [47, 47]])[31, 2]  # without reach: the whole piece
+    # a part within reach but joined to the marker only through pixels out of reach goes too
+    u = np.zeros((60, 60), bool)
+    u[10:50, 10:15] = u[45:50, 10:41] = u[10:50, 36:41] = True      # a U, marker atop the left leg
+    kept = mask.keep_marked(u, [[12, 12]], reach=30)
+    assert np.hypot(12 - 12, 38 - 12) < 30 and not kept[12, 38]
+    assert kept[12, 12] and kept[35, 12]
+    with pytest.raises(InputError, match="reach"):
+        mask.keep_marked(m, [[25, 25]], reach=0)
+
+
 def test_hint_makes_a_good_mask_where_labels_are_given(demo_fields):
     """A few hundred labelled pixels (here sampled from the truth) give a good mask."""
     f = demo_fields[0]

@@ -124,6 +124,37 @@ def test_stable_labels_stops_once_the_segmentation_stops_changing(small_patches,
     assert mon(None, 20) is None and mon(None, 30) == "unsure"
 
 
+def test_stable_labels_wait_for_the_mask_coverage_to_settle_near_the_rule_boundary(
+        small_patches, monkeypatch):
+    # near FLOOD_BELOW the coverage decides the integration's rule: labels that agree while
+    # it climbs (demo field_02, three channels: 0.71 -> 0.79 at 0.91 agreement) have not settled
+    from cellnb import pipeline
+    assert integrate.FLOOD_BELOW - pipeline.COVER_STEADY == pytest.approx(0.75)
+    n = len(small_patches)
+    monkeypatch.setattr(integrate, "predict_patches", lambda model, ps: np.zeros((n, 2, 2)))
+    monkeypatch.setattr(integrate, "confident_share", lambda probs, ps: 0.9)
+    a = np.zeros((20, 20), np.int32)
+    a[2:10, 2:10] = 1
+
+    def looks(covers):
+        it = iter(covers)
+        monkeypatch.setattr(integrate, "mask_coverage", lambda probs, ps, mask: next(it))
+        mon = pipeline.StableLabels(small_patches, lambda probs: a, mask=np.ones((20, 20), bool))
+        said = [mon(None, 10 * (k + 1)) for k in range(len(covers))]
+        assert [c["cover"] for c in mon.checks] == covers
+        assert [c["agreement"] for c in mon.checks] == [None] + [1.0] * (len(covers) - 1)
+        return said
+
+    # agreement 1.0 at every look; the climb 0.70 -> 0.79 near the boundary resets the count,
+    # 0.79 -> 0.83 -> 0.85 are steady: stable at step 50 (without the mask: at 30)
+    assert looks([0.66, 0.70, 0.79, 0.83, 0.85]) == [None, None, None, None, "stable"]
+    # far below it a moving coverage changes nothing: the rule stays flooding (real fields)
+    assert looks([0.20, 0.35, 0.50]) == [None, None, "stable"]
+    # without a mask the same looks stop at the second comparison, as before
+    mon = pipeline.StableLabels(small_patches, lambda probs: a)
+    assert [mon(None, step) for step in (10, 20, 30)] == [None, None, "stable"]
+
+
 def test_an_unsure_first_training_is_given_up_early(small_patches, monkeypatch):
     from cellnb import pipeline
     monkeypatch.setattr(pipeline, "UNSURE_AFTER", 4)
