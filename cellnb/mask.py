@@ -73,7 +73,7 @@ from .io import InputError, check_image, check_markers, normalize
 __all__ = ["MODALITIES", "TRANSMITTED", "modality_of", "noise_level", "fluorescence_probability",
            "brightfield_probability", "transmitted_probability", "hint_probability",
            "graph_cut", "default_smoothness", "clean_mask", "keep_marked", "foreground_mask",
-           "MARKER_REACH",
+           "MARKER_REACH", "halo_crest", "CREST_INSIDE", "CREST_OUTSIDE",
            "marker_spacing", "phase_darkness"]
 
 MODALITIES = ("fluorescence", "brightfield", "phase", "dic")
@@ -448,6 +448,63 @@ def hint_probability(images: Sequence[np.ndarray], hint, n_estimators: int = 40,
 # --------------------------------------------------------------------------
 # graph cut
 # --------------------------------------------------------------------------
+#: :func:`halo_crest`'s band: the border may move this far in (px) ...
+CREST_INSIDE = 5
+#: ... and this far out (px)
+CREST_OUTSIDE = 10
+
+
+def halo_crest(mask, image, inside: int = CREST_INSIDE, outside: int = CREST_OUTSIDE
+               ) -> np.ndarray:
+    """Move a phase-contrast mask's border onto the crest of the bright halo nearby.
+
+    Annotators draw a phase-contrast cell's border on the crest of its bright
+    halo. The border is free to move within a band (`inside` px in, `outside`
+    px out): a seeded watershed on the image's bright-ridge filter (Sato,
+    scales 1-2 px) floods from the mask eroded by `inside` and from the
+    background beyond `outside`, and the two floods meet on the brightest
+    ridge in the band. Measured on the 12 Usiigaci fields (one click per cell,
+    after :func:`keep_marked`): mean mask IoU 0.644 -> 0.662, up on all 12
+    fields; bands of 3-6 px in and 10-15 px out gave 0.656-0.663, the
+    smoothed intensity instead of the ridge filter 0.645-0.653.
+
+    Parameters
+    ----------
+    mask : ndarray of bool, shape (H, W)
+    image : ndarray, shape (H, W)
+        The phase-contrast image (raw or normalised; cells dark, halo bright).
+    inside, outside : int
+        How far (px) the border may move into the mask and out of it.
+
+    Returns
+    -------
+    ndarray of bool, shape (H, W)
+    """
+    from skimage.filters import sato
+    from skimage.morphology import disk
+    from skimage.segmentation import watershed
+    m = np.asarray(mask, bool)
+    if inside < 1 or outside < 1:
+        raise InputError(f"halo_crest: inside and outside must be >= 1 px, got {inside} and "
+                         f"{outside}.")
+    img = _as_plane(image, "phase image")
+    if img.shape != m.shape:
+        raise InputError(f"halo_crest: mask shape {m.shape} differs from the image shape "
+                         f"{img.shape}; use the mask made from this image.")
+    if not m.any():
+        return m
+    ridge = sato(img.astype(np.float64), sigmas=[1, 2], black_ridges=False)
+    seeds = np.zeros(m.shape, np.int32)
+    seeds[~ndi.binary_dilation(m, disk(outside))] = 1
+    from skimage.morphology import skeletonize
+    core = ndi.binary_erosion(m, disk(inside))
+    # a piece thinner than the band everywhere (a thin cell) keeps its skeleton as its seed
+    lab, n = ndi.label(m)
+    thin = ~np.isin(lab, np.unique(lab[core])) & (lab > 0)
+    seeds[core | (skeletonize(m) & thin)] = 2
+    return watershed(ridge, seeds) == 2
+
+
 def graph_cut(probability, smoothness: float, guide=None) -> np.ndarray:
     """Binary graph cut of a foreground probability map (PyMaxflow).
 
@@ -647,6 +704,8 @@ def foreground_mask(image, modality: str | Sequence[str] = "fluorescence", marke
     if cleanup:
         spacing = marker_spacing(markers) if markers is not None and len(markers) > 1 else None
         m = clean_mask(m, spacing)
+    if "phase" in mods and hint is None:
+        m = halo_crest(m, norms[mods.index("phase")])
     if markers is not None and any(mod in TRANSMITTED for mod in mods):
         # no texture threshold tells debris or unmarked cells joined to a cell from the cell
         reach = MARKER_REACH * marker_spacing(markers) if len(markers) > 1 else None

@@ -161,3 +161,24 @@ def test_transmitted_light_mask_runs_without_markers(demo_fields):
     for modality in ("phase", "dic"):
         m = mask.foreground_mask(f.images["brightfield"], modality)
         assert m.dtype == bool and 0.05 < m.mean() < 0.95
+
+
+def test_halo_crest_moves_the_border_onto_the_bright_halo():
+    # a dark phase-contrast cell of radius 20 with its bright halo crest at radius 22
+    yy, xx = np.mgrid[:96, :96]
+    r = np.hypot(yy - 48, xx - 48)
+    img = 0.5 - 0.2 * (r < 20) + 0.4 * np.exp(-((r - 22) / 1.5) ** 2)
+    truth = r < 22
+    for radius in (17, 28):                 # a mask too small, then one too large
+        m = mask.halo_crest(r < radius, img)
+        assert mask_iou(m, truth) > 0.9 > mask_iou(r < radius, truth)
+    # a piece thinner than the band is kept (it has no core, its skeleton seeds it)
+    thin = np.zeros((96, 96), bool)
+    thin[10:14, 10:80] = True
+    flat = 0.5 + 0.01 * np.random.default_rng(0).standard_normal((96, 96))
+    kept = mask.halo_crest(thin, flat)
+    assert kept[12, 40] and not kept[60, 60]
+    with pytest.raises(InputError, match="inside and outside"):
+        mask.halo_crest(thin, img, inside=0)
+    with pytest.raises(InputError, match="differs from the image shape"):
+        mask.halo_crest(thin[:50], img)
