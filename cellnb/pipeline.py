@@ -381,10 +381,11 @@ class StableLabels:
         this, field_02 stopped at 100 steps (coverage 0.71 -> 0.79, agreement
         0.91) with mIOU / AP@0.5 0.675 / 0.891, with it it trains the 300
         steps (0.689 / 0.916; the seeded watershed 0.693 / 0.916); field_01
-        0.678 / 0.911 at 200 -> 0.683 / 0.927 at 275; field_03 and field_04
-        stop where they did (200, 250-300). One-channel demo models (coverage
-        0.6-0.73) and the real phase-contrast fields (0.18-0.63) never come
-        near, and stop as before.
+        0.678 / 0.911 at 200 -> 0.683 / 0.927 at 275; field_04 0.679 / 0.921
+        at 250 -> 0.678 / 0.929 at 300; field_03 stops where it did (200).
+        One-channel demo models (coverage 0.6-0.73) and the real
+        phase-contrast fields (0.3-0.5) never come near, and stop as before
+        (Table I, ``bench/real_data.py``).
     steady : float
         Largest change of the mask coverage between two agreeing looks near
         or above :data:`cellnb.integrate.FLOOD_BELOW`.
