@@ -32,23 +32,26 @@ Where ``p`` comes from:
   spilled into the background on real phase-contrast fields (mask IoU
   0.30-0.47 against the hand-drawn cells of the 8 Usiigaci fields), because
   its self-labels cannot tell the halo, debris and flat background from
-  cells. The recipe here, in four measured steps: (1) the log local standard
+  cells. The recipe here, in measured steps: (1) the log local standard
   deviation (1.2 px window) thresholded by Otsu gives a rough mask; (2) only
   its pieces that hold a marker are kept (every cell has one, so a piece
-  without one is debris or an unmarked cell that no patch could segment),
-  and only within :data:`MARKER_REACH` = 2 marker spacings of a marker (a
-  band of debris at the field's edge or unannotated cells joined to one
-  marked cell are cut back; 12 Usiigaci fields, mean mask IoU 0.609 ->
-  0.644 with one click per cell, 0.570 -> 0.587 with markers found in the
-  image; the sparse fields set30 0.48 -> 0.55, set40 0.25 -> 0.57, the
-  others within 0.01 at 2 spacings; 1.5 spacings cost set5 0.02 with
-  found markers);
+  without one is debris or an unmarked cell that no patch could segment);
   (3) phase contrast only: the halo is cut off by a seeded watershed on the
   smoothed intensity, between the background outside the rough mask and the
   cells' dark bodies (darker than the local background) plus a disk at each
   marker, so the border lands on the halo's crest, where annotators draw it;
   (4) the graph cut below smooths the result along image edges. Mean mask
   IoU on the 8 fields: 0.40 before, 0.67 after (0.54-0.72 per field).
+  Then, after the graph cut: (5) phase contrast only: the border moves onto
+  the halo's crest within a few pixels (:func:`halo_crest`); (6) what lies
+  farther than :data:`MARKER_REACH` = 2 marker spacings from every marker is
+  dropped (:func:`keep_marked`'s `reach`: a band of debris at the field's
+  edge, unannotated cells joined to one marked cell). On all 12 Usiigaci
+  fields, mean mask IoU with one click per cell 0.609 -> 0.644 with (6)
+  alone (set30 0.48 -> 0.55, set40 0.25 -> 0.57, the others within 0.01;
+  1.5 spacings cost set5 0.02 with markers found in the image) -> 0.664
+  with both, up on every field; with markers found in the image 0.570 ->
+  0.602.
 * **a hint** (optional, any modality) — a few hand-labelled pixels (1 = cell,
   2 = background), as ilastik's and the paper's Weka scribbles: a random
   forest learns the labelled pixels' multi-scale features and replaces the
@@ -481,7 +484,7 @@ def halo_crest(mask, image, inside: int = CREST_INSIDE, outside: int = CREST_OUT
     ndarray of bool, shape (H, W)
     """
     from skimage.filters import sato
-    from skimage.morphology import disk
+    from skimage.morphology import disk, skeletonize
     from skimage.segmentation import watershed
     m = np.asarray(mask, bool)
     if inside < 1 or outside < 1:
@@ -496,10 +499,9 @@ def halo_crest(mask, image, inside: int = CREST_INSIDE, outside: int = CREST_OUT
     ridge = sato(img.astype(np.float64), sigmas=[1, 2], black_ridges=False)
     seeds = np.zeros(m.shape, np.int32)
     seeds[~ndi.binary_dilation(m, disk(outside))] = 1
-    from skimage.morphology import skeletonize
     core = ndi.binary_erosion(m, disk(inside))
     # a piece thinner than the band everywhere (a thin cell) keeps its skeleton as its seed
-    lab, n = ndi.label(m)
+    lab, _ = ndi.label(m)
     thin = ~np.isin(lab, np.unique(lab[core])) & (lab > 0)
     seeds[core | (skeletonize(m) & thin)] = 2
     return watershed(ridge, seeds) == 2
