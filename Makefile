@@ -28,7 +28,7 @@ demo: $(VENV)/.installed
 	    --only 01 03 04 05 06
 
 # The full experiments of the series (Table I in notebooks 04-06, both nucleus models trained in
-# 02; Table I's 12 trainings alone 20 min on 2 CPU cores) -> runs/full/
+# 02; Table I's 12 trainings alone 23 min on 2 CPU cores) -> runs/full/
 full: $(VENV)/.installed
 	$(PY) -m cellnb run-notebooks --params notebooks/full.yaml --out runs/full
 
