@@ -18,7 +18,8 @@ from .io import InputError
 from .integrate import integrate
 from .mask import modality_of
 from .pipeline import (_field_relief, _warn_collapse, apply_model, classical_labels,
-                       config_channels, field_markers, field_patches, train_confident)
+                       config_channels, field_band, field_markers, field_patches,
+                       train_confident)
 
 __all__ = ["cached_markers", "cached_mask", "cached_model", "cached_labels", "baseline_labels",
            "cached_nucleus_model", "synthetic_markers"]
@@ -94,7 +95,8 @@ def cached_model(field, config: str, run, train_config: _train.TrainConfig | Non
     res, _, share = train_confident(ps, train_config, progress=progress, channels=chans,
                                     log=lambda s: print(s, flush=True), callback=callback,
                                     mask=m, labels_of=lambda p: integrate(p, ps, mask=m,
-                                                                  landscape=relief))
+                                                                  landscape=relief,
+                                                                  band=field_band(chans)))
     _warn_collapse(share, f"{field.name} · {config}")
     _train.save_model(res, path, confident=round(share, 3))
     return _train.load_model(path)

@@ -23,7 +23,7 @@ from .mask import modality_of
 
 __all__ = ["SegmentResult", "CollapseWarning", "BACKGROUNDS", "segment", "segment_field", "field_markers",
            "modality_of", "config_channels",
-           "field_patches", "apply_model", "train_confident", "StableLabels", "classical_labels", "synthetic_field_markers",
+           "field_patches", "field_band", "apply_model", "train_confident", "StableLabels", "classical_labels", "synthetic_field_markers",
            "compare_marker_sources"]
 
 
@@ -282,6 +282,7 @@ def segment(images, modalities: Sequence[str] | str | None = None, nucleus=None,
         check_memory((h, w), x.shape[-1], largest * size * size)
     where = "" if scale == 1 else f" at working scale {scale:.2f} (cells larger than the patch)"
     relief = _integrate.border_landscape(img, mods) if background == "mask" else None
+    band = _integrate.border_band(mods)
     t = time.perf_counter()
     result = None
     if model is None:
@@ -292,7 +293,7 @@ def segment(images, modalities: Sequence[str] | str | None = None, nucleus=None,
         result, probs, share = train_confident(
             ps, config, init=init, progress=progress, sigma=sigma, log=log,
             channels=list(mods) + (["nucleus"] if use_nucleus else []), mask=mask,
-            labels_of=lambda p: _labels(p, ps, mask, relief, background, threshold))
+            labels_of=lambda p: _labels(p, ps, mask, relief, background, threshold, band))
         model = result.model
         log(f"[cellnb] trained {result.steps} steps ({result.stop_reason})")
     secs["train"] = time.perf_counter() - t
@@ -306,7 +307,7 @@ def segment(images, modalities: Sequence[str] | str | None = None, nucleus=None,
         rule = "cores flooded through the mask" if coverage < _integrate.FLOOD_BELOW \
             else "the paper's rule inside the mask"
         log(f"[cellnb] the network is confident on {coverage:.0%} of the mask: {rule}")
-    labels = _labels(probs, ps, mask, relief, background, threshold)
+    labels = _labels(probs, ps, mask, relief, background, threshold, band)
     secs["integrate"] = time.perf_counter() - t
     warning = _integrate.collapse_message(share)
     if warning:
@@ -316,11 +317,12 @@ def segment(images, modalities: Sequence[str] | str | None = None, nucleus=None,
                          coverage=coverage)
 
 
-def _labels(probs, ps, mask, relief, background: str = "mask", threshold: float = 0.5):
+def _labels(probs, ps, mask, relief, background: str = "mask", threshold: float = 0.5,
+            band: float = 0.0):
     """Integration as :func:`segment` does it: in the mask (the rule from the coverage) or not."""
     if background == "threshold":
         return _integrate.integrate(probs, ps, threshold)
-    return _integrate.integrate(probs, ps, threshold, mask=mask, landscape=relief)
+    return _integrate.integrate(probs, ps, threshold, mask=mask, landscape=relief, band=band)
 
 
 #: a first training still unsure this many steps after its warm-up is given up and repeated
@@ -655,7 +657,13 @@ def apply_model(model, meta: dict, field, channels: Sequence[str], markers, mask
     if background == "threshold":
         return _integrate.integrate(probs, ps, threshold)
     return _integrate.integrate(probs, ps, threshold, mask=mask,
-                                landscape=_field_relief(field, channels))
+                                landscape=_field_relief(field, channels),
+                                band=field_band(channels))
+
+
+def field_band(channels: Sequence[str]) -> float:
+    """:func:`cellnb.integrate.border_band` of a field's cell channels (not the nucleus)."""
+    return _integrate.border_band([modality_of(c) for c in channels if c != "nucleus"])
 
 
 def _field_relief(field, channels: Sequence[str]) -> np.ndarray:

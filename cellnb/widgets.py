@@ -234,8 +234,26 @@ class LiveLoss:
 
 
 def threshold(probs, patches, mask, landscape, image, truth=None, zoom=None,
-              value: float = 0.5, background: str = "mask"):
+              value: float = 0.5, background: str = "mask", band: float = 0.0):
     """Slider for the network's threshold and a choice of background rule (notebook 05).
+
+    Parameters
+    ----------
+    probs, patches, mask, landscape
+        As :func:`cellnb.integrate.integrate` takes them.
+    image : ndarray, shape (H, W)
+        Drawn under the labels.
+    truth : ndarray of int, shape (H, W), optional
+        Ground-truth cells, for the mIOU in the title.
+    zoom : (slice, slice), optional
+        Region of the zoomed panel.
+    value : float
+        Starting threshold.
+    background : {"mask", "threshold"}
+        Starting rule.
+    band : float
+        :func:`cellnb.integrate.integrate`'s `band`, as segment uses it
+        (:func:`cellnb.pipeline.field_band`).
 
     Returns
     -------
@@ -248,7 +266,7 @@ def threshold(probs, patches, mask, landscape, image, truth=None, zoom=None,
 
     def draw(threshold, background):
         lab = _integrate.integrate(probs, patches, threshold,
-                                   **({"mask": mask, "landscape": landscape}
+                                   **({"mask": mask, "landscape": landscape, "band": band}
                                       if background == "mask" else {}))
         n = int(len(np.unique(lab[lab > 0])))
         miou = metrics.matched_iou(truth, lab)["mean"] if truth is not None else None

@@ -344,6 +344,62 @@ def test_integrate_at_a_working_scale_returns_full_resolution():
     assert (lab == 1).sum() == pytest.approx(16 * 16, rel=0.2)   # 8x8 at half scale
 
 
+def test_borders_between_cells_are_drawn_at_full_resolution():
+    # two cells side by side at working scale 0.25; their outputs cross on a diagonal
+    img = np.random.default_rng(0).random((128, 128)).astype(np.float32)
+    mk = np.array([[64.0, 40.0], [64.0, 88.0]])
+    ps = patches.extract_patches(img, mk, size=32, scale=0.25)
+    rows, cols = np.mgrid[0:32, 0:32]
+    probs = np.zeros((2, 32, 32), np.float32)
+    for i, (r, c) in enumerate(ps.corners):
+        gr, gc = rows + r - ps.pad, cols + c - ps.pad        # working-grid coordinates
+        d = (gc - 16.0) - 0.5 * (gr - 16.0)                    # > 0 right of the diagonal
+        probs[i] = 1 / (1 + np.exp(d / 2.0 if i == 0 else -d / 2.0))
+    best, lab = integrate.best_patch(probs, ps)
+    assert best.shape == lab.shape == (128, 128)
+    band = slice(40, 88)
+    first2 = np.argmax(lab[band, :] == 2, axis=1)        # where cell 2 starts, row by row
+    assert (first2 > 0).all()
+    # enlarged working-scale labels would jump 2 px every 4 rows; full resolution steps by
+    # at most one pixel per row, and the border keeps its slope (0.5 px per row)
+    assert np.abs(np.diff(first2)).max() <= 1
+    assert np.polyfit(np.arange(len(first2)), first2, 1)[0] == pytest.approx(0.5, abs=0.05)
+    m = np.ones((128, 128), bool)
+    # with the paper's rule inside the mask, the labels are the same full-resolution argmax
+    assert (integrate.integrate(probs, ps, mask=m, flood=False) == lab).all()
+
+
+def test_touching_cores_are_split_on_the_landscape_ridge_within_the_band():
+    img = np.random.default_rng(0).random((40, 60)).astype(np.float32)
+    mk = np.array([[20.0, 10.0], [20.0, 50.0]])
+    ps = patches.extract_patches(img, mk, size=64)
+    probs = np.zeros((2, 64, 64), np.float32)
+    c0, c1 = ps.corners[:, 1] - ps.pad
+    probs[0][:, :33 - c0] = 0.9        # cell 1 confident up to column 32, cell 2 from 33
+    probs[1][:, 33 - c1:] = 0.9
+    m = np.zeros((40, 60), bool)
+    m[10:30, 2:58] = True
+    ridge = np.zeros((40, 60), np.float32)
+    ridge[:, 29] = 1.0                 # the bright line between the cells, 4 px to the left
+    kept = integrate.integrate(probs, ps, mask=m, landscape=ridge, flood=True, band=0)
+    assert (kept[m][:, None] != 0).all()
+    assert (kept[10:30, 32] == 1).all() and (kept[10:30, 33] == 2).all()
+    moved = integrate.integrate(probs, ps, mask=m, landscape=ridge, flood=True, band=5)
+    cols2 = np.flatnonzero((moved[20] == 2))
+    assert cols2.min() in (29, 30)     # the split now sits on the ridge
+    assert moved[20, 10] == 1 and moved[20, 50] == 2 and (moved[m] > 0).all()
+    # a band wider than both cores still keeps every marker's own cell
+    wide = integrate.integrate(probs, ps, mask=m, landscape=ridge, flood=True, band=40)
+    assert wide[20, 10] == 1 and wide[20, 50] == 2
+    with pytest.raises(InputError, match="band"):
+        integrate.integrate(probs, ps, mask=m, landscape=ridge, band=-1)
+    # segment redraws the split only on landscapes that draw a line between cells
+    assert integrate.border_band("phase") == integrate.border_band(["fluorescence"]) \
+        == integrate.BORDER_BAND > 0
+    assert integrate.border_band(["fluorescence", "brightfield"]) == 0
+    assert integrate.border_band("dic") == 0
+
+
 def test_keep_marker_component_and_table():
     lab = np.zeros((24, 24), np.int32)
     lab[2:6, 2:6] = 1
