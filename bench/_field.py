@@ -61,6 +61,7 @@ def both_rules(cells, res, image, modalities) -> dict:
     out = {"cover": round(res.coverage, 3) if res.coverage is not None else None}
     for name, flood in (("flood", True), ("inmask", False)):
         s = metrics.summarize(cells, integrate.integrate(res.probs, res.patches, mask=res.mask,
-                                                         landscape=relief, flood=flood))
+                                                         landscape=relief, flood=flood,
+                                                         band=integrate.border_band(modalities)))
         out[f"{name}_mIOU"], out[f"{name}_AP50"] = round(s["mIOU"], 3), round(s["AP50"], 3)
     return out

@@ -48,11 +48,11 @@ in blocks of 1 / scale (2-4) pixels, with square fragments between cells.
 
 Where two cells' cores touch, the network's split is only where two smooth
 outputs cross; the image knows better (in phase contrast a bright line
-runs between touching cells, in fluorescence an edge). With a landscape
-of those (:func:`border_band`), the last :data:`BORDER_BAND` = 2.5 px
-(working scale) of each core next to another cell's core are flooded again
-with the rest, so the split settles on the landscape's ridge near where the
-network put it. Measured on the 12
+runs between touching cells). With a phase-contrast landscape
+(:func:`border_band`), the last :data:`BORDER_BAND` = 2.5 px (working
+scale) of each core next to another cell's core are flooded again with the
+rest, so the split settles on the landscape's ridge near where the network
+put it. Measured on the 12
 Usiigaci fields with one click per cell (the same trained outputs,
 ``bench/real_data.py``'s 300-step models): mIOU / AP@0.5 / AP@0.5 on
 touching cells 0.613 / 0.668 / 0.597 -> 0.618 / 0.684 / 0.635 (set31 0.694
@@ -141,7 +141,7 @@ BORDER_BAND = 2.5
 
 #: Modalities whose border landscape marks the line between touching cells
 #: well enough to redraw the network's split on it (:func:`border_band`).
-BAND_MODALITIES = ("phase", "fluorescence")
+BAND_MODALITIES = ("phase",)
 
 
 def mask_coverage(probs: np.ndarray, patches: PatchSet, mask, threshold: float = 0.5) -> float:
@@ -420,12 +420,17 @@ def _free_contacts(cores: np.ndarray, centres: np.ndarray, band: float) -> np.nd
 def border_band(modalities) -> float:
     """The `band` of :func:`integrate` for a landscape of these channels.
 
-    :data:`BORDER_BAND` when every channel is in :data:`BAND_MODALITIES`, else
-    0. Phase contrast parts touching cells by a bright halo line and
-    fluorescence by an edge; bright-field texture gives no such line: on the
-    demo fields' bright-field rows the band cost mIOU 0.005-0.009 and AP@0.5
-    up to 0.04, while the fluorescence rows gained (mean 0.667 / 0.839 ->
-    0.670 / 0.847). DIC was not measured and keeps the network's split.
+    :data:`BORDER_BAND` when every channel is in :data:`BAND_MODALITIES`
+    (phase contrast: touching cells are parted by a bright halo line, and
+    the landscape is that line), else 0. Measured on the demo fields: the
+    bright-field rows lost (mIOU -0.005 to -0.009, AP@0.5 up to -0.04 on the
+    same trained outputs: texture draws no line between cells); the
+    fluorescence rows gained on the same outputs (mean mIOU / AP@0.5 0.667 /
+    0.839 -> 0.670 / 0.847), but borders on the edges settle sooner, the
+    stable-labels stop came earlier (field_02 at 100 steps instead of 225),
+    and in ``bench/table1.py`` the four rows moved by -0.031 to +0.030 AP@0.5:
+    no clear gain, so fluorescence keeps the network's split. DIC was not
+    measured.
 
     Parameters
     ----------
