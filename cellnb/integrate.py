@@ -52,15 +52,16 @@ runs between touching cells). With a phase-contrast landscape
 (:func:`border_band`), the last :data:`BORDER_BAND` = 2.5 px (working
 scale) of each core next to another cell's core are flooded again with the
 rest, so the split settles on the landscape's ridge near where the network
-put it. Measured on the 12
-Usiigaci fields with one click per cell (the same trained outputs,
-``bench/real_data.py``'s 300-step models): mIOU / AP@0.5 / AP@0.5 on
-touching cells 0.613 / 0.668 / 0.597 -> 0.618 / 0.684 / 0.635 (set31 0.694
--> 0.794, set34 0.656 -> 0.710; set30 0.500 -> 0.474); with markers found in
-the image 0.488 / 0.404 / 0.351 -> 0.490 / 0.408 / 0.350. Bands of 2, 3, 4
-and 5 working px: 0.616-0.618 / 0.675-0.684 (AP@0.5 on touching cells
-0.624-0.644); full-resolution probabilities alone move nothing in these
-figures (0.613 / 0.666), they only redraw the borders.
+put it. Measured on the 12 Usiigaci fields with one click per cell (the
+same trained outputs, ``bench/real_data.py``'s 300-step models), mIOU /
+AP@0.5 / AP@0.5 on touching cells: 0.613 / 0.668 / 0.597 before; the band
+over the previous relief (sigma 1.5) 0.618 / 0.684 / 0.635; with
+:data:`PHASE_RIDGE_SIGMA` = 2.5 0.620 / 0.703 / 0.650 (``bench/real_data.py``
+with this release: 0.620 / 0.703 / 0.652; set31 0.694 -> 0.848, set34 0.656
+-> 0.738; set20 0.427 -> 0.409). Bands of 2, 3, 4 and 5 working px over the
+sigma-1.5 relief: 0.616-0.618 / 0.675-0.684 (touching cells 0.624-0.644).
+Full-resolution probabilities alone move nothing in these figures (0.613 /
+0.666): they only redraw the borders.
 
 Light clean-up (on by default, switchable): a cell keeps only the connected
 piece that holds its marker (or its largest piece if the marker pixel went

@@ -53,11 +53,12 @@ def test_cnn_beats_the_classical_rows_on_a_real_crop(crop, crop_result):
     """set13 rows/cols 256-768 (40 marked cells), 100 steps, working scale 0.53.
 
     Measured (mIOU / AP@0.5), this release (borders at full resolution, the split between
-    touching cells on the halo line): CNN 0.605 / 0.569 (0.603 / 0.569 with the network's split
-    kept, same outputs); in cellnb's mask (IoU 0.700) the nearest-marker split 0.591 / 0.509; in
-    the classical Otsu mask the seeded watershed 0.395 / 0.143 and the nearest split 0.420 /
-    0.143. Earlier releases: CNN 0.595 / 0.633 at 100 steps, 0.590 / 0.569 at 200 (a cell or two
-    on either side of IoU 0.5 moves AP@0.5 by 0.03 each on these 40 cells).
+    touching cells on the halo line): CNN 0.605 / 0.569 (0.603 / 0.569 with the previous
+    release's integration, same outputs); in cellnb's mask (IoU 0.700) the nearest-marker split
+    0.591 / 0.509; in the classical Otsu mask the seeded watershed 0.395 / 0.143 and the
+    nearest split 0.420 / 0.143. Earlier releases: CNN 0.595 / 0.633 at 100 steps, 0.590 /
+    0.569 at 200 (a cell or two on either side of IoU 0.5 moves AP@0.5 by 0.03 each on these
+    40 cells).
     """
     truth = crop.cells
     cnn = metrics.summarize(truth, crop_result.labels)
@@ -77,11 +78,11 @@ def test_no_clicks_on_a_real_crop():
     """The same crop without a click: markers from the phase image, scored against ALL its cells.
 
     Measured (100-step budget, stopped when stable at 75): markers 31 for 47 annotated cells
-    (precision 0.90, recall 0.60, F1 0.72); CNN mIOU 0.399 / AP@0.5 0.345 in a fresh process
-    (0.400 / 0.368 with the network's split between touching cores kept: one cell lost,
-    where two markers share a cell and no line between them exists), 0.390 / 0.322 after the
-    rest of the slow suite in an earlier release (same seed; the bfloat16 training drifts with
-    the process's earlier TensorFlow work by a cell or two); the classical rows given the same
+    (precision 0.90, recall 0.60, F1 0.72); CNN mIOU 0.394 / AP@0.5 0.345 in a fresh process
+    (the previous release's integration 0.400 / 0.368: one cell lost where two markers share a
+    cell and no line between them exists), 0.390 / 0.322 after the rest of the slow suite in an
+    earlier release (same seed; the bfloat16 training drifts with the process's earlier
+    TensorFlow work by a cell or two); the classical rows given the same
     detected markers in cellnb's mask: seeded watershed 0.398 / 0.345, nearest split 0.385 /
     0.345. The CNN is level with them, not ahead: the markers missing 40 % of the cells bound
     all rows (issue 20). Level means within one cell's worth of AP@0.5 (:data:`ONE_CELL`).
