@@ -424,12 +424,23 @@ def _client(workers: int, scheduler: str | None, threads: int):
     from distributed import Client, LocalCluster
     if scheduler:
         return Client(scheduler), None
-    # worker processes inherit these, so TensorFlow never starts more threads
-    os.environ["TF_NUM_INTRAOP_THREADS"] = os.environ["OMP_NUM_THREADS"] = str(threads)
-    os.environ["TF_NUM_INTEROP_THREADS"] = "1"
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                           dashboard_address=None, silence_logs=40)
+    # worker processes inherit these, so TensorFlow never starts more threads; the caller's
+    # own environment is put back (a notebook that ran a batch and then trains keeps its
+    # threads: with one thread the bfloat16 training takes other rounding paths)
+    limits = {"TF_NUM_INTRAOP_THREADS": str(threads), "OMP_NUM_THREADS": str(threads),
+              "TF_NUM_INTEROP_THREADS": "1",
+              "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+    before = {k: os.environ.get(k) for k in limits}
+    os.environ.update(limits)
+    try:
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                               dashboard_address=None, silence_logs=40)
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     return Client(cluster), cluster
 
 

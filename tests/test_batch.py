@@ -1,6 +1,7 @@
 """Batch reruns on Dask: fields x parameter sets, resumable, failures isolated."""
 import csv
 import json
+import os
 
 import numpy as np
 import pytest
@@ -34,7 +35,12 @@ def test_batch_runs_resumes_and_isolates_failures(tmp_path, plate):
     args = ["batch", "--fields", str(plate), "--params", str(tmp_path / "base.yaml"),
             "--grid", str(tmp_path / "grid.yaml"), "--out", str(out), "--workers", "2",
             "--threads", "1", "--quiet"]
+    threads = ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS", "TF_NUM_INTEROP_THREADS")
+    env_before = {k: os.environ.get(k) for k in threads}
     assert main(args) == 1                       # one field is broken: exit status says so
+    # the workers' thread caps do not leak into the caller's process (a later training there
+    # would run on one thread)
+    assert {k: os.environ.get(k) for k in threads} == env_before
     idx = _index(out)
     assert len(idx) == 8
     done = {k for k, r in idx.items() if r["status"] == "done"}

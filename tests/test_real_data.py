@@ -10,6 +10,7 @@
 The margins asserted are the ones measured (numbers in each test's docstring), less a small
 allowance for the run-to-run spread of a different machine.
 """
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -46,10 +47,13 @@ def crop():
     return f
 
 
-# The training runs in a fresh process: bfloat16 training on the CPU drifts with the TensorFlow
-# work a process did before (thread pools, kernels picked), and in the full slow suite this crop
-# scored 0.571 mIOU against 0.605 alone, same seed. A fresh process gives what a user's
-# `segment` gives, whatever ran before.
+# The training runs in a fresh process with the default thread counts: bfloat16 training on
+# the CPU rounds differently with the number of threads, and in the full slow suite, after a
+# batch had left TF_NUM_INTRAOP_THREADS=1 in the environment (fixed in `cellnb.batch`), this
+# crop scored 0.571 mIOU against 0.605 (the previous release's relief: 0.579 against 0.603).
+# A fresh process gives what a user's `segment` gives, whatever ran before.
+THREAD_VARS = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS",
+               "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 _SEGMENT_CROP = """
 import sys
 import numpy as np
@@ -67,8 +71,10 @@ np.savez(out, labels=res.labels, mask=res.mask, markers=res.markers)
 def _segment_crop(tmp: Path, source: str) -> SimpleNamespace:
     """`segment_field` on the set13 crop in a fresh Python process: labels, mask, markers."""
     out = tmp / f"crop_{source}.npz"
+    # the thread count changes the bfloat16 rounding: the default threads, as a user's run
+    env = {k: v for k, v in os.environ.items() if k not in THREAD_VARS}
     run = subprocess.run([sys.executable, "-c", _SEGMENT_CROP, str(REAL / "set13"), str(out),
-                          source, str(STEPS)], capture_output=True, text=True)
+                          source, str(STEPS)], capture_output=True, text=True, env=env)
     assert run.returncode == 0, run.stderr[-3000:]
     with np.load(out) as z:
         return SimpleNamespace(**{k: z[k] for k in z.files})
