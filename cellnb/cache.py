@@ -90,13 +90,13 @@ def cached_model(field, config: str, run, train_config: _train.TrainConfig | Non
     mk = cached_markers(field, run, markers_from)
     m = cached_mask(field, run, chans, mk)
     ps = field_patches(field, chans, mk, m, patch_size)
-    relief = _field_relief(field, chans)
+    relief, band = _field_relief(field, chans), field_band(chans)
     # stops when the labels stop changing, as segment does
     res, _, share = train_confident(ps, train_config, progress=progress, channels=chans,
                                     log=lambda s: print(s, flush=True), callback=callback,
                                     mask=m, labels_of=lambda p: integrate(p, ps, mask=m,
                                                                   landscape=relief,
-                                                                  band=field_band(chans)))
+                                                                  band=band))
     _warn_collapse(share, f"{field.name} · {config}")
     _train.save_model(res, path, confident=round(share, 3))
     return _train.load_model(path)
