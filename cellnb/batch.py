@@ -226,12 +226,20 @@ def plan(fields: Sequence[Path], sets: Sequence[tuple[str, dict]], out: str | os
 # --------------------------------------------------------------------------
 # one run (executed on a Dask worker)
 # --------------------------------------------------------------------------
+def thread_limits(threads: int) -> dict[str, str]:
+    """The environment variables that cap TensorFlow's, OpenMP's and BLAS's threads.
+
+    One list for the workers (:func:`_limit_threads`), the cluster start
+    (:func:`_client`) and the tests that check none of them leaks.
+    """
+    return {"TF_NUM_INTRAOP_THREADS": str(threads), "OMP_NUM_THREADS": str(threads),
+            "OPENBLAS_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+            "TF_NUM_INTEROP_THREADS": "1"}
+
+
 def _limit_threads(threads: int) -> None:
     """Cap the backend's and BLAS threads in this process and in kernels it starts."""
-    for var in ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                "MKL_NUM_THREADS"):
-        os.environ[var] = str(threads)
-    os.environ["TF_NUM_INTEROP_THREADS"] = "1"
+    os.environ.update(thread_limits(threads))
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("MPLBACKEND", "Agg")
     from .train import backend
@@ -427,9 +435,8 @@ def _client(workers: int, scheduler: str | None, threads: int):
     # worker processes inherit these, so TensorFlow never starts more threads; the caller's
     # own environment is put back (a notebook that ran a batch and then trains keeps its
     # threads: with one thread the bfloat16 training takes other rounding paths)
-    limits = {"TF_NUM_INTRAOP_THREADS": str(threads), "OMP_NUM_THREADS": str(threads),
-              "TF_NUM_INTEROP_THREADS": "1",
-              "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+    limits = dict(thread_limits(threads),
+                  TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
     before = {k: os.environ.get(k) for k in limits}
     os.environ.update(limits)
     try:

@@ -42,7 +42,7 @@ from .patches import PatchSet, area_batches, augment_ops, dihedral_flags, invert
 
 __all__ = ["TrainConfig", "TrainResult", "TrainStep", "learning_rate", "resolve_warmup",
            "check_interval", "WARMUP_STEPS", "CROWDED", "optimizer", "StepReport", "TrainingInterrupted", "Plateau", "plateau_window", "train",
-           "eq1_objective", "save_model", "save_keras", "load_model", "set_seed", "backend"]
+           "eq1_objective", "batch_arrays", "save_model", "save_keras", "load_model", "set_seed", "backend"]
 
 
 @dataclass
@@ -522,11 +522,33 @@ def optimizer(cfg: TrainConfig):
     return keras.optimizers.Adam(learning_rate(cfg))
 
 
-def _batch_arrays(ps: PatchSet, idx: np.ndarray, canvas: int, multiple: int):
-    """Inputs of one step: patches, 1-M crops, canvas indices, weights (padded).
+def batch_arrays(ps: PatchSet, idx: np.ndarray, canvas: int, multiple: int):
+    """Inputs of one area batch: patches, 1-M crops, canvas indices, weights (padded).
 
     Padding repeats real patches with weight 0: they add nothing to the loss,
     and unlike all-zero patches they do not skew batch-norm statistics.
+    Used by the training loop and by notebook 04's loss-term widget.
+
+    Parameters
+    ----------
+    ps : PatchSet
+    idx : ndarray of int, shape (n,)
+        The patches of one area (:func:`cellnb.patches.area_batches`).
+    canvas : int
+        Side of the area canvas, px at the working scale.
+    multiple : int
+        Pad the batch to a multiple of this many patches.
+
+    Returns
+    -------
+    x : ndarray of float32, shape (m, S, S, C)
+        Patch inputs, m = n rounded up to `multiple`.
+    outside : ndarray of float32, shape (m, S, S)
+        1 - mask crops.
+    index : ndarray of int, shape (m, S, S)
+        Flat canvas index of every patch pixel.
+    weight : ndarray of float32, shape (m,)
+        1 for the real patches, 0 for the padding.
     """
     n = len(idx)
     n_pad = int(np.ceil(n / multiple) * multiple)
@@ -635,7 +657,7 @@ def train(patches: PatchSet, config: TrainConfig | None = None, model=None,
     try:
         while len(history) < cfg.max_steps and reason == "max_steps":
             for idx in area_batches(patches, cfg.area, rng):
-                x, out, index, wt = _batch_arrays(patches, idx, canvas, cfg.batch_multiple)
+                x, out, index, wt = batch_arrays(patches, idx, canvas, cfg.batch_multiple)
                 flags = dihedral_flags(rng.integers(0, 8, len(x)))
                 loss, terms = step(x, out, index, wt, flags)
                 row = {"step": len(history) + 1, "loss": loss, **terms,

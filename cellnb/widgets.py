@@ -155,10 +155,10 @@ def _area_terms(model, patches, area: int = 640):
     """Eq. 1's three sums (per patch) for the network's output on the most crowded area."""
     from .loss import eq1_loss
     from .patches import area_batches
-    from .train import _batch_arrays
+    from .train import batch_arrays
     idx = max(area_batches(patches, area), key=len)
     canvas = area + 2 * patches.pad + patches.size
-    x, outside, index, weight = _batch_arrays(patches, idx, canvas, 1)
+    x, outside, index, weight = batch_arrays(patches, idx, canvas, 1)
     logits = np.asarray(model.predict(x, verbose=0)[..., 0], np.float32)
     _, terms = eq1_loss(logits, outside, index, canvas * canvas, weight, 1.0, 1.0)
     return {k: float(np.asarray(v)) for k, v in terms.items()}, len(idx)

@@ -35,7 +35,7 @@ def test_batch_runs_resumes_and_isolates_failures(tmp_path, plate):
     args = ["batch", "--fields", str(plate), "--params", str(tmp_path / "base.yaml"),
             "--grid", str(tmp_path / "grid.yaml"), "--out", str(out), "--workers", "2",
             "--threads", "1", "--quiet"]
-    threads = ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS", "TF_NUM_INTEROP_THREADS")
+    threads = tuple(batch.thread_limits(1))
     env_before = {k: os.environ.get(k) for k in threads}
     assert main(args) == 1                       # one field is broken: exit status says so
     # the workers' thread caps do not leak into the caller's process (a later training there

@@ -537,7 +537,7 @@ def test_precision_auto_follows_the_hardware(monkeypatch):
 
 def test_batch_padding_repeats_real_patches_with_zero_weight(small_patches):
     idx = np.array([3, 1, 4, 0, 5])
-    x, out, index, w = train._batch_arrays(small_patches, idx, canvas=256, multiple=4)
+    x, out, index, w = train.batch_arrays(small_patches, idx, canvas=256, multiple=4)
     assert len(x) == 8 and w.tolist() == [1] * 5 + [0] * 3
     np.testing.assert_array_equal(x[5:], small_patches.x[[3, 1, 4]])   # no all-zero patches
     np.testing.assert_array_equal(index[5:], index[:3])
