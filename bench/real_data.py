@@ -15,9 +15,11 @@ crowded case), seconds. A set with nuclei truth only (dsb2018-nuclei) gets the m
 instead: precision / recall / F1 of `cellnb.markers.find_markers` against the human nuclei.
 
 ``--markers image`` is the no-click setting: the markers come from the phase-contrast image
-itself (`cellnb.markers.phase_markers`, no nucleus, no markers.csv), and every row (CNN and
-classical) uses those SAME detected markers; a markers row (precision / recall / F1 against the
-annotated cells) is written per field to OUT/real_data_markers.{csv,md}. A detected marker with
+itself (`cellnb.synthetic_nuclei.self_trained_markers`, what `segment` does without a
+nucleus image or markers.csv), and every row (CNN and classical) uses those SAME detected
+markers; two markers rows (precision / recall / F1 against the annotated cells: the dark
+bodies alone, and with the self-trained detector's additions) are written per field to
+OUT/real_data_markers.{csv,md}; their seconds are the whole step's. A detected marker with
 no annotated cell is a false positive in every figure.
 
 ``--mask truth`` gives every method the true foreground as its mask: what is left is the
@@ -40,7 +42,8 @@ import tensorflow as tf  # noqa: E402
 
 tf.config.threading.set_inter_op_parallelism_threads(1)   # repeatable (cellnb.train.set_seed)
 
-from cellnb import baseline, datasets, io, markers, metrics, pipeline, train  # noqa: E402
+from cellnb import (baseline, datasets, io, markers, metrics, pipeline,  # noqa: E402
+                    synthetic_nuclei, train)
 from cellnb.mask import foreground_mask, modality_of  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -110,8 +113,12 @@ def main():
         truth_fg = f.cells > 0
         t0 = time.perf_counter()
         if a.markers == "image":
-            mk = markers.phase_markers(f.images[cell[mods.index("phase")]])
-            marker_row(set_name, f.name, mk, f.cells, t0, "phase image", tolerance=3)
+            mk, n_bodies = synthetic_nuclei.self_trained_markers(
+                f.images[cell[mods.index("phase")]], return_parts=True)
+            marker_row(set_name, f.name, mk[:n_bodies], f.cells, t0, "phase image: dark bodies",
+                       tolerance=3)
+            marker_row(set_name, f.name, mk, f.cells, t0,
+                       "phase image: bodies + self-trained detector", tolerance=3)
         else:
             mk = pipeline.field_markers(f)
         cmask = truth_fg if a.mask == "truth" else \
@@ -161,9 +168,10 @@ def main():
                          for c in ("mIOU", "mIOU_sd", "AP50", "F1@0.5", "touch_AP50",
                                    "mask_IoU", "seconds")}})
     io.write_table(out / "real_data_mean.csv", means, markdown=True)
-    if marker_rows and a.markers == "image":
-        print("markers from the image, mean over", len(marker_rows), "fields:",
-              {k: round(float(np.mean([r[k] for r in marker_rows])), 3)
+    for source in dict.fromkeys(r["source"] for r in marker_rows):
+        sel = [r for r in marker_rows if r["source"] == source]
+        print(f"markers from the {source}, mean over {len(sel)} fields:",
+              {k: round(float(np.mean([r[k] for r in sel])), 3)
                for k in ("precision", "recall", "F1")}, flush=True)
     print(io.markdown_table(means), flush=True)
 

@@ -44,14 +44,15 @@ def _cmd_make_demo(a) -> int:
 
 def _cmd_markers(a) -> int:
     from .io import read_image, write_markers
-    from .markers import find_markers, phase_markers
+    from .markers import find_markers
+    from .synthetic_nuclei import self_trained_markers
     from .validate import check_inputs, check_number, check_outputs
     src = a.nucleus or a.phase
     check_inputs({"--nucleus": a.nucleus, "--phase": a.phase})
     check_number("--sigma", a.sigma, 0, open_low=True)
     check_outputs({"--out": (a.out, (".csv",))}, [src])
     m = find_markers(read_image(a.nucleus), sigma=a.sigma) if a.nucleus else \
-        phase_markers(read_image(a.phase))
+        self_trained_markers(read_image(a.phase), log=lambda s: print(s, file=sys.stderr))
     write_markers(a.out, m)
     print(f"{len(m)} markers -> {a.out}")
     return 0
@@ -254,7 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("markers", help="marker CSV from a nucleus or phase-contrast image")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--nucleus", help="nucleus image: one marker per nucleus")
-    g.add_argument("--phase", help="phase-contrast cell image: one marker per dark cell body")
+    g.add_argument("--phase", help="phase-contrast cell image: one marker per cell, from its "
+                   "dark bodies and a detector trained on them (~40 s per 1024 px field)")
     p.add_argument("--out", required=True)
     p.add_argument("--sigma", type=float, default=1.0)
     p.set_defaults(func=_cmd_markers)
@@ -273,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--markers-from", choices=["nucleus", "synthetic"], default="nucleus",
                    help="synthetic: markers from a synthetic nucleus image (notebook 02). "
                    "Without --nucleus and --markers, a phase-contrast --image places one "
-                   "marker per cell itself (cellnb.markers.phase_markers)")
+                   "marker per cell itself (cellnb.synthetic_nuclei.self_trained_markers)")
     p.add_argument("--nucleus-model", help="synthetic-nucleus model (.keras) for "
                    "--markers-from synthetic")
     p.add_argument("--use-nucleus", action="store_true",

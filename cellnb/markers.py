@@ -205,7 +205,7 @@ def detect_blobs(image, radius: float, threshold: float = 0.5, min_distance: int
 
 
 def phase_markers(image, low: float = 6.0, high: float = 12.0, closing: int = 3,
-                  min_area: int = 250) -> np.ndarray:
+                  min_area: int = 250, return_bodies: bool = False):
     """One marker per cell from a phase-contrast image, without a nucleus stain or clicks.
 
     A phase-contrast cell body (nucleus and thick cytoplasm) is darker than
@@ -236,11 +236,15 @@ def phase_markers(image, low: float = 6.0, high: float = 12.0, closing: int = 3,
         Radius (px) of the closing that joins pieces of one body; 0 = none.
     min_area : int
         Smallest body (px) that makes a marker.
+    return_bodies : bool
+        Also return the bodies (for :func:`cellnb.synthetic_nuclei.self_trained_markers`).
 
     Returns
     -------
     markers : ndarray of float64, shape (N, 2)
         (row, col) positions, in raster order of the bodies.
+    bodies : ndarray of int32, shape (H, W)
+        Only with ``return_bodies=True``: 0 = no body, k = the body of marker k.
 
     Raises
     ------
@@ -268,4 +272,10 @@ def phase_markers(image, low: float = 6.0, high: float = 12.0, closing: int = 3,
                          "large); check that it is phase contrast with dark cells, or give "
                          "markers (a nucleus image or markers.csv).")
     depth = ndi.distance_transform_edt(body)
-    return np.array(ndi.maximum_position(depth, lab, keep), float).reshape(-1, 2)
+    mk = np.array(ndi.maximum_position(depth, lab, keep), float).reshape(-1, 2)
+    if not return_bodies:
+        return mk
+    # the kept bodies, numbered as their markers
+    index = np.zeros(n + 1, np.int32)
+    index[keep] = np.arange(1, len(keep) + 1)
+    return mk, index[lab]

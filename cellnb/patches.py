@@ -25,9 +25,9 @@ import numpy as np
 
 from .io import InputError, check_image, check_markers
 
-__all__ = ["cell_reach", "patch_geometry", "gaussian_disk", "PatchSet", "extract_patches",
-           "concat", "area_batches", "dihedral_flags", "augment_np", "invert_np", "augment_ops",
-           "invert_ops"]
+__all__ = ["cell_reach", "patch_geometry", "mask_to_scale", "gaussian_disk", "PatchSet",
+           "extract_patches", "concat", "area_batches", "dihedral_flags", "augment_np", "invert_np",
+           "augment_ops", "invert_ops"]
 
 
 def cell_reach(mask, markers) -> np.ndarray:
@@ -191,6 +191,24 @@ class PatchSet:
         return len(self.x)
 
 
+def mask_to_scale(mask, scale: float) -> np.ndarray:
+    """A mask at a working scale: the pixels more than half covered (anti-aliased).
+
+    Parameters
+    ----------
+    mask : ndarray of bool, shape (H, W)
+    scale : float in (0, 1]
+
+    Returns
+    -------
+    ndarray of bool, shape (round(H * scale), round(W * scale))
+    """
+    if scale == 1.0:
+        return np.asarray(mask, bool)
+    from skimage.transform import rescale
+    return rescale(np.asarray(mask, np.float32), scale, order=1, anti_aliasing=True) > 0.5
+
+
 def to_scale(image, mask, markers, scale: float):
     """Image, mask and markers at a working scale (anti-aliased, pixel centres kept).
 
@@ -212,8 +230,7 @@ def to_scale(image, mask, markers, scale: float):
     img = rescale(image, scale, order=1, anti_aliasing=True, channel_axis=-1,
                   preserve_range=True).astype(np.float32)
     h, w = img.shape[:2]
-    msk = None if mask is None else rescale(np.asarray(mask, np.float32), scale, order=1,
-                                            anti_aliasing=True) > 0.5
+    msk = None if mask is None else mask_to_scale(mask, scale)
     mk = np.clip((np.asarray(markers, float) + 0.5) * scale - 0.5, 0, [h - 1, w - 1])
     return img, msk, mk
 

@@ -17,6 +17,7 @@ from . import integrate as _integrate
 from . import mask as _mask
 from . import markers as _markers
 from . import patches as _patches
+from . import synthetic_nuclei as _nuclei
 from . import train as _train
 from .io import InputError, check_image, check_markers, normalize
 from .mask import modality_of
@@ -169,8 +170,8 @@ def segment(images, modalities: Sequence[str] | str | None = None, nucleus=None,
     markers : array (N, 2), optional
         Marker positions. Without them and without a nucleus image, a
         phase-contrast channel places them itself
-        (:func:`cellnb.markers.phase_markers`); other modalities need one
-        of the two.
+        (:func:`cellnb.synthetic_nuclei.self_trained_markers`); other modalities
+        need one of the two.
     mask : array of bool (H, W), optional
         Foreground mask; default :func:`cellnb.mask.foreground_mask`.
     use_nucleus : bool
@@ -241,7 +242,9 @@ def segment(images, modalities: Sequence[str] | str | None = None, nucleus=None,
             raise InputError("no markers: give a nucleus image or a marker CSV (or synthetic "
                              "nuclei, notebook 02); only a phase-contrast image can place "
                              "them itself.")
-        markers = _markers.phase_markers(img[..., mods.index("phase")])
+        markers = _nuclei.self_trained_markers(img[..., mods.index("phase")],
+                                               seed=(config or _train.TrainConfig()).seed,
+                                               log=log)
         source = "the phase-contrast image (no nucleus image or markers given)"
     markers = check_markers(markers, (h, w), unique=True)
     secs["markers"] = time.perf_counter() - t
@@ -552,7 +555,8 @@ def segment_field(field, channels: Sequence[str], markers=None, mask=None, **kwa
                    **kwargs)
 
 
-def field_markers(field, sigma: float = 1.0, source: str = "auto") -> np.ndarray:
+def field_markers(field, sigma: float = 1.0, source: str = "auto", seed: int = 0,
+                  log: Callable[[str], None] | None = None) -> np.ndarray:
     """The field's own markers: from its nucleus image, its ``markers.csv`` or its phase image.
 
     Parameters
@@ -563,8 +567,13 @@ def field_markers(field, sigma: float = 1.0, source: str = "auto") -> np.ndarray
     source : {"auto", "image"}
         ``"auto"``: the nucleus image, else ``markers.csv``, else (a
         phase-contrast field) the phase image. ``"image"``: the phase-contrast
-        channel alone (:func:`cellnb.markers.phase_markers`), no stain and
-        no clicks, even where a ``markers.csv`` exists.
+        channel alone (:func:`cellnb.synthetic_nuclei.self_trained_markers`),
+        no stain and no clicks,
+        even where a ``markers.csv`` exists.
+    seed : int
+        Seeds the marker detector of a phase-contrast image.
+    log : callable, optional
+        Where a note goes when the detector is skipped (a small image).
 
     Returns
     -------
@@ -587,7 +596,7 @@ def field_markers(field, sigma: float = 1.0, source: str = "auto") -> np.ndarray
     if source == "auto" and field.markers is not None:
         return field.markers
     if phase:
-        return _markers.phase_markers(field.images[phase[0]])
+        return _nuclei.self_trained_markers(field.images[phase[0]], seed=seed, log=log)
     raise InputError(f"{field.name}: no nucleus image and no markers.csv, so no marker per "
                      "cell; add a markers.csv (one click per cell: Fiji multi-point or napari "
                      "points export) or use synthetic nuclei (notebook 02).")

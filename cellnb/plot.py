@@ -54,7 +54,8 @@ def show_channels(field, channels: Sequence[str] | None = None, crop=None):
     return fig
 
 
-def show_markers(image, markers, truth=None, crop=None, ax=None, title: str = ""):
+def show_markers(image, markers, truth=None, crop=None, ax=None, title: str = "",
+                 added: int | None = None):
     """Markers (red +) over an image, with ground-truth nucleus outlines (cyan).
 
     Parameters
@@ -66,6 +67,9 @@ def show_markers(image, markers, truth=None, crop=None, ax=None, title: str = ""
         Ground-truth nucleus labels to outline.
     crop : tuple of slice, optional
         Show a zoomed region (markers are shifted accordingly).
+    added : int, optional
+        Markers from this index on are drawn as orange x (e.g. the ones
+        :func:`cellnb.synthetic_nuclei.self_trained_markers` adds to the bodies').
     """
     import matplotlib.pyplot as plt
     from skimage.segmentation import find_boundaries
@@ -84,7 +88,10 @@ def show_markers(image, markers, truth=None, crop=None, ax=None, title: str = ""
         b = find_boundaries(np.asarray(truth)[crop], mode="inner")
         ax.imshow(np.ma.masked_where(~b, b), cmap=matplotlib.colors.ListedColormap(["cyan"]),
                   interpolation="nearest")
-    ax.plot(m[inside, 1], m[inside, 0], "r+", ms=6, mew=1.2)
+    first = np.arange(len(m)) < (len(m) if added is None else added)
+    ax.plot(m[inside & first, 1], m[inside & first, 0], "r+", ms=6, mew=1.2)
+    if added is not None:
+        ax.plot(m[inside & ~first, 1], m[inside & ~first, 0], "x", color="orange", ms=6, mew=1.5)
     ax.set_title(title)
     ax.axis("off")
     return fig

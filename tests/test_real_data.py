@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from cellnb import baseline, datasets, markers, mask, metrics
+from cellnb.batch import thread_limits
 
 pytestmark = pytest.mark.slow
 
@@ -30,6 +31,7 @@ STEPS = 100
 MASK_FLOOR = 0.66          # measured 0.686, 0.700 since the mask's halo-crest step
 OWN_MARGIN = 0.12          # measured +0.175, now +0.185, over the better classical row, own mask
 SPLIT_TOLERANCE = 0.02     # measured +0.010, now +0.014 over the nearest split of cellnb's mask
+NO_CLICK_MARGIN = 0.047    # CNN AP@0.5 over the best classical row, no clicks, measured on the crop
 ONE_CELL = 0.03            # AP@0.5 of the no-click crop when one cell turns from missed into matched
 
 
@@ -52,19 +54,19 @@ def crop():
 # batch had left TF_NUM_INTRAOP_THREADS=1 in the environment (fixed in `cellnb.batch`), this
 # crop scored 0.571 mIOU against 0.605 (the previous release's relief: 0.579 against 0.603).
 # A fresh process gives what a user's `segment` gives, whatever ran before.
-THREAD_VARS = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS",
-               "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+THREAD_VARS = tuple(thread_limits(1))
 _SEGMENT_CROP = """
 import sys
 import numpy as np
-from cellnb import datasets, markers, pipeline, train
+from cellnb import datasets, pipeline, synthetic_nuclei, train
 folder, out, source, steps = sys.argv[1:5]
 f = datasets.load_field(folder).crop(slice(256, 768), slice(256, 768))
-mk = markers.phase_markers(f.images["phase"]) if source == "image" else None
+mk, n_bodies = synthetic_nuclei.self_trained_markers(f.images["phase"], return_parts=True) \
+    if source == "image" else (None, 0)
 res = pipeline.segment_field(f, ["phase"], markers=mk,
                              config=train.TrainConfig(max_steps=int(steps)),
                              progress=False, log=lambda s: None)
-np.savez(out, labels=res.labels, mask=res.mask, markers=res.markers)
+np.savez(out, labels=res.labels, mask=res.mask, markers=res.markers, n_bodies=n_bodies)
 """
 
 
@@ -113,27 +115,30 @@ def test_cnn_beats_the_classical_rows_on_a_real_crop(crop, crop_result):
 def test_no_clicks_on_a_real_crop(tmp_path):
     """The same crop without a click: markers from the phase image, scored against ALL its cells.
 
-    Measured (100-step budget, stopped when stable at 75): markers 31 for 47 annotated cells
-    (precision 0.90, recall 0.60, F1 0.72); CNN mIOU 0.394 / AP@0.5 0.345 in a fresh process
-    (the previous release's integration 0.400 / 0.368: one cell lost where two markers share a
-    cell and no line between them exists); the classical rows given the same
-    detected markers in cellnb's mask: seeded watershed 0.398 / 0.345, nearest split 0.385 /
-    0.345. The CNN is level with them, not ahead: the markers missing 40 % of the cells bound
-    all rows (issue 20). Level means within one cell's worth of AP@0.5 (:data:`ONE_CELL`).
+    Measured (100-step budget): the dark bodies give 31 markers for 47 annotated cells
+    (precision 0.90, recall 0.60, F1 0.72); the self-trained detector adds 4, 3 of them on
+    cells the bodies missed (35 markers: precision 0.89, recall 0.66, F1 0.76). CNN mIOU 0.443 /
+    AP@0.5 0.414 in a fresh process (with the bodies alone: 0.394 / 0.345); the classical rows
+    given the same detected markers in cellnb's mask: seeded watershed 0.432 / 0.367, nearest
+    split 0.417 / 0.344. So the CNN is ahead by 0.047 AP@0.5 (with the bodies alone it was
+    level); asserted: that margin less one cell's worth of AP@0.5 (:data:`ONE_CELL`).
     """
     f = datasets.load_field(REAL / "set13").crop(slice(256, 768), slice(256, 768))
-    mk = markers.phase_markers(f.images["phase"])
-    s = metrics.marker_scores(mk, f.cells, tolerance=3)
-    assert s["f1"] > 0.65 and s["precision"] > 0.8, s
     res = _segment_crop(tmp_path, "image")
-    assert np.array_equal(res.markers, mk)      # the same detected markers in the fresh process
+    n_bodies = int(res.n_bodies)
+    # the bodies' markers come first and need no training: the same in any process
+    assert np.array_equal(res.markers[:n_bodies], markers.phase_markers(f.images["phase"]))
+    bodies = metrics.marker_scores(res.markers[:n_bodies], f.cells, tolerance=3)
+    found = metrics.marker_scores(res.markers, f.cells, tolerance=3)
+    assert bodies["f1"] > 0.65 and bodies["precision"] > 0.8, bodies
+    assert found["tp"] > bodies["tp"] and found["f1"] > bodies["f1"], (bodies, found)
     cnn = metrics.summarize(f.cells, res.labels)
     rows = [metrics.summarize(f.cells, lab) for lab in (
         baseline.nearest_marker(res.mask, res.markers),
         baseline.propagate(f.stack(["phase"]), res.mask, res.markers))]
-    assert cnn["AP50"] >= max(r["AP50"] for r in rows) - ONE_CELL, (cnn, rows)
+    assert cnn["AP50"] >= max(r["AP50"] for r in rows) + NO_CLICK_MARGIN - ONE_CELL, (cnn, rows)
     assert cnn["mIOU"] >= max(r["mIOU"] for r in rows) - SPLIT_TOLERANCE, (cnn, rows)
-    assert cnn["AP50"] > 0.30 and cnn["mIOU"] > 0.37, cnn
+    assert cnn["AP50"] > 0.38 and cnn["mIOU"] > 0.41, cnn
 
 
 @pytest.mark.skipif(not SHARED_FIELDS, reason=f"no Usiigaci fields in {SHARED}")

@@ -106,3 +106,82 @@ def test_shipped_model_finds_markers_on_unseen_fields(name):
     m = sn.synthetic_markers(sn.predict_nuclei(model, f.images["fluorescence"]), meta["radius"])
     s = metrics.marker_scores(m, f.nuclei)
     assert s["precision"] > 0.80 and s["recall"] > 0.70, s
+
+
+# --------------------------------------------------------------------------
+# the self-trained detector for phase contrast (no stain, no clicks)
+# --------------------------------------------------------------------------
+def _phase_cells(shape=(256, 256), seed=0, radius=(10, 14)):
+    """Dark textured bodies with a bright halo on a grey background, on a jittered grid."""
+    from skimage.draw import ellipse
+    rng = np.random.default_rng(seed)
+    img = np.full(shape, 0.5)
+    cells = np.zeros(shape, int)
+    for k, (r, c) in enumerate([(r, c) for r in range(40, shape[0] - 20, 64)
+                                for c in range(40, shape[1] - 20, 64)], 1):
+        r, c = r + rng.integers(-6, 7), c + rng.integers(-6, 7)
+        a, b = rng.integers(*radius), rng.integers(*radius)
+        img[ellipse(r, c, a + 3, b + 3, shape=shape)] = 0.75
+        inner = ellipse(r, c, a, b, shape=shape)
+        img[inner] = 0.2 + rng.normal(0, 0.05, len(inner[0]))
+        cells[inner] = k
+    return (img + rng.normal(0, 0.01, shape)).astype(np.float32), cells
+
+
+def test_detector_targets_mark_centres_and_leave_unsure_cell_area_out():
+    from skimage.draw import disk
+    shape = (128, 128)
+    bodies = np.zeros(shape, np.int32)
+    bodies[disk((40, 40), 20, shape=shape)] = 1
+    bodies[disk((90, 90), 20, shape=shape)] = 2
+    mk = np.array([[40.0, 40.0], [90.0, 90.0]])
+    mask = bodies > 0
+    mask[disk((30, 100), 10, shape=shape)] = True          # a cell without a dark body
+    img = np.where(mask, 0.2, 0.5).astype(np.float32)
+    x, target, weight = sn.detector_targets(img, bodies, mk, mask, scale=0.5, disk=3.0)
+    assert x.shape == target.shape == weight.shape == (64, 64)
+    # a disk of radius 3 (working px) at each marker ((row + 0.5) * scale - 0.5), and only there
+    from scipy import ndimage as ndi
+    assert ndi.label(target)[1] == 2 and target[20, 20] and target[45, 45]
+    assert 20 <= target.sum() <= 2 * 32
+    assert (weight[target] == 1).all()
+    # the body ring between the disk and 2.5 disks is left out, its far part says "no centre"
+    assert weight[20, 20 + 5] == 0 and weight[20, 20 + 6] == 0
+    assert weight[20, 20 + 8] == 1 and not target[20, 20 + 8] and bodies[41, 41 + 16]
+    # the cell without a body is left out, the background (4 px beyond the mask) is known
+    assert weight[15, 50] == 0
+    assert weight[5, 5] == 1 and not target[5, 5]
+
+
+def test_self_trained_markers_keep_the_bodies_first_and_repeat_with_the_seed():
+    from cellnb import markers
+    img, cells = _phase_cells()
+    cfg = sn.NucleusConfig(tile=64, batch=4, max_steps=20, target=0.0, patience=100, prior=0.05)
+    mk, n_bodies = sn.self_trained_markers(img, config=cfg, return_parts=True)
+    assert np.array_equal(mk[:n_bodies], markers.phase_markers(img))
+    assert n_bodies == cells.max()
+    again = sn.self_trained_markers(img, config=cfg)
+    assert np.array_equal(mk, again)
+    # whatever a 20-step detector adds stays off the body markers' cells (3 body radii away)
+    for p in mk[n_bodies:]:
+        assert np.min(np.hypot(*(mk[:n_bodies] - p).T)) >= 3 * 10
+
+
+def test_self_trained_markers_on_a_small_image_keep_the_bodies_and_say_so():
+    from cellnb import markers
+    img, _ = _phase_cells(shape=(112, 112))
+    said = []
+    mk = sn.self_trained_markers(img, log=said.append)
+    assert np.array_equal(mk, markers.phase_markers(img))
+    assert len(said) == 1 and "smaller than the marker detector's training tile" in said[0]
+
+
+def test_weights_must_fit_the_targets(two_fields):
+    f = two_fields[0]
+    args = ([f.images["fluorescence"]], [sn.nucleus_target(f.nucleus)], sn.NucleusConfig(tile=64))
+    with pytest.raises(InputError, match="one weight image per target"):
+        sn.train_nucleus_model(*args, weights=[np.ones((10, 10))], progress=False)
+    with pytest.raises(InputError, match="not all 0"):
+        sn.train_nucleus_model(*args, weights=[np.zeros((192, 192))], progress=False)
+    with pytest.raises(InputError, match="prior"):
+        sn.NucleusConfig(prior=1.0).check()
