@@ -117,7 +117,10 @@ def test_planning_errors(tmp_path, plate):
 
 def test_notebooks_mode_runs_the_series_per_field(tmp_path, plate):
     rows = batch.run_batch([plate / "well_0", plate / "well_1"], tmp_path / "nb",
-                           {"interactive": False}, mode="notebooks", only=["01"], workers=1,
+                           # no phase-contrast section: its marker detector trains ~80 s per
+                           # field on one thread, and this test is about the batch
+                           {"interactive": False, "phase_field": None}, mode="notebooks",
+                           only=["01"], workers=1,
                            threads=1, progress=False, log=lambda s: None)
     assert [r["status"] for r in rows] == ["done", "done"], rows
     for w in ("well_0", "well_1"):

@@ -101,3 +101,12 @@ def test_notebooks_01_03_on_the_real_phase_contrast_field(tmp_path):
     assert float(_table(out / "tables" / "03_mask.csv")[0]["iou_phase"]) > 0.65   # measured 0.670
     assert (out / "masks" / "set13__phase.tif").exists()
     assert (out / "figures" / "01_markers_set13.png").exists()
+    # the no-click section on the notebook's default phase field (bundled set1): the bodies, the
+    # bodies with the self-trained detector's additions, the clicks, each scored
+    phase = _table(out / "tables" / "01_markers_phase.csv")
+    assert [r["source"] for r in phase] == ["dark bodies (no clicks)",
+                                            "bodies + self-trained detector (no clicks)",
+                                            "markers.csv (clicked)"]
+    assert int(phase[1]["markers"]) >= int(phase[0]["markers"]) and float(phase[2]["f1"]) == 1
+    assert all(0.7 < float(r["f1"]) for r in phase), phase       # measured 0.832 / 0.819 / 1
+    assert (out / "figures" / "01_markers_phase_set1.png").exists()

@@ -81,7 +81,8 @@ def test_framework_noise_is_dropped_real_warnings_kept():
 
 @pytest.mark.slow
 def test_notebook_01_runs_headless(tmp_path):
-    (tmp_path / "p.yaml").write_text("fields: [field_02]\n")
+    # the phase-contrast section (its marker detector trains ~40 s) is run by test_notebooks
+    (tmp_path / "p.yaml").write_text("fields: [field_02]\nphase_field: null\n")
     out = tmp_path / "run"
     assert main(["run-notebooks", "--params", str(tmp_path / "p.yaml"), "--out", str(out),
                  "--only", "01"]) == 0
