@@ -52,7 +52,7 @@ def _cmd_markers(a) -> int:
     check_number("--sigma", a.sigma, 0, open_low=True)
     check_outputs({"--out": (a.out, (".csv",))}, [src])
     m = find_markers(read_image(a.nucleus), sigma=a.sigma) if a.nucleus else \
-        self_trained_markers(read_image(a.phase), log=lambda s: print(s, file=sys.stderr))
+        self_trained_markers(read_image(a.phase))     # says on stderr when it keeps the bodies
     write_markers(a.out, m)
     print(f"{len(m)} markers -> {a.out}")
     return 0

@@ -568,8 +568,7 @@ def field_markers(field, sigma: float = 1.0, source: str = "auto", seed: int = 0
         ``"auto"``: the nucleus image, else ``markers.csv``, else (a
         phase-contrast field) the phase image. ``"image"``: the phase-contrast
         channel alone (:func:`cellnb.synthetic_nuclei.self_trained_markers`),
-        no stain and no clicks,
-        even where a ``markers.csv`` exists.
+        no stain and no clicks, even where a ``markers.csv`` exists.
     seed : int
         Seeds the marker detector of a phase-contrast image.
     log : callable, optional
