@@ -45,14 +45,34 @@ def _cmd_make_demo(a) -> int:
 def _cmd_markers(a) -> int:
     from .io import read_image, write_markers
     from .markers import find_markers
-    from .synthetic_nuclei import self_trained_markers
+    from .synthetic_nuclei import (load_nucleus_model, save_nucleus_model,
+                                   self_trained_markers, train_marker_detector)
     from .validate import check_inputs, check_number, check_outputs
     src = a.nucleus or a.phase
-    check_inputs({"--nucleus": a.nucleus, "--phase": a.phase})
+    check_inputs({"--nucleus": a.nucleus, "--phase": a.phase, "--detector": a.detector})
     check_number("--sigma", a.sigma, 0, open_low=True)
-    check_outputs({"--out": (a.out, (".csv",))}, [src])
-    m = find_markers(read_image(a.nucleus), sigma=a.sigma) if a.nucleus else \
-        self_trained_markers(read_image(a.phase))     # says on stderr when it keeps the bodies
+    check_number("--seed", a.seed, 0, integer=True)
+    check_outputs({"--out": (a.out, (".csv",)), "--save-detector": (a.save_detector, (".keras",))},
+                  [src, a.detector])
+    if (a.detector or a.save_detector) and not a.phase:
+        raise InputError("--detector and --save-detector place the markers of a phase-contrast "
+                         "image: use them with --phase.")
+    if a.detector and a.save_detector:
+        raise InputError("--detector applies a saved marker detector and --save-detector saves "
+                         "a newly trained one; give one of them.")
+    if a.nucleus:
+        m = find_markers(read_image(a.nucleus), sigma=a.sigma)
+    elif a.save_detector:
+        image = read_image(a.phase)
+        res = train_marker_detector(image, seed=a.seed)
+        save_nucleus_model(res, a.save_detector, trained_on=[a.phase], role="marker detector")
+        print(f"marker detector -> {a.save_detector}", file=sys.stderr)
+        m = self_trained_markers(image, detector=res.model)
+    else:
+        detector = load_nucleus_model(a.detector, role="marker detector")[0] if a.detector \
+            else None
+        # without a detector this trains one; it says on stderr when it keeps the bodies
+        m = self_trained_markers(read_image(a.phase), seed=a.seed, detector=detector)
     write_markers(a.out, m)
     print(f"{len(m)} markers -> {a.out}")
     return 0
@@ -67,10 +87,10 @@ def _cmd_segment(a) -> int:
     from .validate import check_inputs, check_number, check_outputs
     t0 = time.perf_counter()
     inputs = [*a.image, a.nucleus, a.markers, a.mask, a.model, a.nucleus_model, a.hint,
-              a.init]
+              a.init, a.detector]
     check_inputs({"--image": a.image, "--nucleus": a.nucleus, "--markers": a.markers,
                   "--mask": a.mask, "--model": a.model, "--nucleus-model": a.nucleus_model,
-                  "--hint": a.hint, "--init": a.init})
+                  "--hint": a.hint, "--init": a.init, "--detector": a.detector})
     if a.model and a.init:
         raise InputError("--model applies a trained model without training and --init / "
                          "--resume trains from one; give one of them.")
@@ -89,6 +109,9 @@ def _cmd_segment(a) -> int:
                          "in notebook 02).")
     if a.nucleus_model and not synthetic:
         raise InputError("--nucleus-model is used with --markers-from synthetic.")
+    if a.detector and (synthetic or a.nucleus or a.markers):
+        raise InputError("--detector places the markers of a phase-contrast --image; drop "
+                         "--nucleus / --markers / --markers-from synthetic, or drop --detector.")
     if synthetic and (a.nucleus or a.markers):
         raise InputError("--markers-from synthetic makes the markers from the cell image; "
                          "drop --nucleus / --markers (or use --markers-from nucleus).")
@@ -101,6 +124,10 @@ def _cmd_segment(a) -> int:
     if len(mods) != len(images):
         raise InputError(f"{len(images)} --image but {len(mods)} --modality values; give one "
                          "per image or none.")
+    if a.detector and "phase" not in mods:
+        raise InputError(f"--detector places markers in a phase-contrast image, but the "
+                         f"--image modalities are {mods}; name the file phase*.tif or give "
+                         "--modality phase.")
     if not synthetic and a.nucleus is None and a.markers is None and "phase" not in mods:
         raise InputError("segment needs --nucleus NUC.tif, --markers markers.csv or "
                          "--markers-from synthetic --nucleus-model M.keras to place one marker "
@@ -121,6 +148,10 @@ def _cmd_segment(a) -> int:
                                     nmeta.get("radius"))
         print(f"[cellnb] {len(markers)} markers from the synthetic nucleus image",
               file=sys.stderr)
+    detector = None
+    if a.detector:
+        from .synthetic_nuclei import load_nucleus_model
+        detector = load_nucleus_model(a.detector, role="marker detector")[0]
     mask = read_labels(a.mask) > 0 if a.mask else None
     model = load_model(a.model)[0] if a.model else None
     init = load_model(a.init)[0] if a.init else None
@@ -128,7 +159,8 @@ def _cmd_segment(a) -> int:
     try:
         res = segment(images, mods, nucleus=nucleus, markers=markers, mask=mask,
                       use_nucleus=a.use_nucleus, config=cfg, model=model, progress=not a.quiet,
-                      hint=hint, background=a.background, threshold=a.threshold, init=init)
+                      hint=hint, background=a.background, threshold=a.threshold, init=init,
+                      detector=detector)
     except TrainingInterrupted as stop:
         if a.save_model and stop.result.steps:
             save_model(stop.result, a.save_model)
@@ -259,6 +291,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "dark bodies and a detector trained on them (~40 s per 1024 px field)")
     p.add_argument("--out", required=True)
     p.add_argument("--sigma", type=float, default=1.0)
+    p.add_argument("--save-detector", metavar="DET.keras",
+                   help="with --phase: also save the trained marker detector, to place the "
+                        "markers of the next images of the same kind with --detector (e.g. "
+                        "the other frames of a time-lapse)")
+    p.add_argument("--detector", metavar="DET.keras",
+                   help="with --phase: apply this saved marker detector instead of training "
+                        "one (the 35-60 s of training are skipped)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the marker detector's training")
     p.set_defaults(func=_cmd_markers)
 
     p = sub.add_parser("segment", help="whole pipeline on one field -> label TIFF")
@@ -278,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "marker per cell itself (cellnb.synthetic_nuclei.self_trained_markers)")
     p.add_argument("--nucleus-model", help="synthetic-nucleus model (.keras) for "
                    "--markers-from synthetic")
+    p.add_argument("--detector", metavar="DET.keras",
+                   help="markers of a phase-contrast --image from this saved marker detector "
+                        "(cellnb markers --phase ... --save-detector) instead of training one")
     p.add_argument("--use-nucleus", action="store_true",
                    help="also train on the nucleus image (needs --nucleus)")
     p.add_argument("--mask", help="foreground mask TIFF (default: graph cut)")

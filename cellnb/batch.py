@@ -49,7 +49,8 @@ __all__ = ["Task", "discover_fields", "parameter_sets", "load_grid", "plan", "ru
 
 #: Parameters of ``--mode segment`` and their defaults (the YAML may set any of them).
 SEGMENT_DEFAULTS = {"configs": ["fluorescence"], "steps": 300, "seed": 0, "threshold": 0.5,
-                    "background": "mask", "patch_size": None, "precision": "auto"}
+                    "background": "mask", "patch_size": None, "precision": "auto",
+                    "detector": None}
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png")
 
 
@@ -217,6 +218,14 @@ def plan(fields: Sequence[Path], sets: Sequence[tuple[str, dict]], out: str | os
             if bad:
                 raise InputError(f"parameter set {name}: {sorted(bad)} not used by --mode "
                                  f"segment; it takes {sorted(SEGMENT_DEFAULTS)}.")
+            det = p.get("detector")
+            if det and not Path(det).is_file():
+                raise InputError(f"parameter set {name}: detector {det} not found; give the "
+                                 "path of a marker detector saved by cellnb markers --phase "
+                                 "... --save-detector.")
+        # a relative detector path means where the command runs, not the worker's folder
+        sets = [(name, {**p, "detector": str(Path(p["detector"]).resolve())})
+                if p.get("detector") else (name, p) for name, p in sets]
     return [Task(run_id=f"{f.name}__{name}", field=str(Path(f).resolve()), set_name=name,
                  params=p, mode=mode, out=str(Path(out).resolve()), threads=threads,
                  only=list(only) if only else None)
@@ -285,7 +294,10 @@ def _segment_run(task: Task, folder: Path) -> dict:
     field = load_field(task.field)
     cfg = _train_config(p)
     configs = [p["configs"]] if isinstance(p["configs"], str) else list(p["configs"])
-    model = None
+    model = detector = None
+    if p["detector"]:       # phase-contrast fields without clicks: one detector for all
+        from .synthetic_nuclei import load_nucleus_model
+        detector = load_nucleus_model(p["detector"], role="marker detector")[0]
     if task.model:
         model = train.load_model(task.model)[0]
         if len(configs) != 1:
@@ -296,7 +308,8 @@ def _segment_run(task: Task, folder: Path) -> dict:
         res = pipeline.segment_field(field, pipeline.config_channels(c), config=cfg,
                                      model=model, patch_size=p["patch_size"], progress=False,
                                      log=lambda s: None, background=str(p["background"]),
-                                     threshold=float(p["threshold"]))
+                                     threshold=float(p["threshold"]),
+                                     **({"detector": detector} if detector is not None else {}))
         lab = res.labels
         write_labels(folder / f"labels__{c}.tif", lab)
         write_table(folder / f"cells__{c}.csv",

@@ -153,7 +153,8 @@ def segment(images, modalities: Sequence[str] | str | None = None, nucleus=None,
             mask=None, use_nucleus: bool = False, patch_size: int | None = None,
             sigma: float = 15.0, config: _train.TrainConfig | None = None, model=None,
             progress: bool = True, log: Callable[[str], None] | None = None, hint=None,
-            background: str = "mask", threshold: float = 0.5, init=None) -> SegmentResult:
+            background: str = "mask", threshold: float = 0.5, init=None,
+            detector=None) -> SegmentResult:
     """Segment whole cells in one field without labels.
 
     Parameters
@@ -205,6 +206,11 @@ def segment(images, modalities: Sequence[str] | str | None = None, nucleus=None,
         a start from a demo field's model did not reach the stable minimum in
         fewer steps; README, Benchmarks). It must take the same channels; the
         patch side still follows the cells.
+    detector : keras.Model, optional
+        A marker detector trained on another image of the same kind
+        (:func:`cellnb.synthetic_nuclei.train_marker_detector`), for markers
+        from a phase-contrast image without training one here; used only
+        when the markers come from the phase-contrast image.
 
     Returns
     -------
@@ -232,6 +238,9 @@ def segment(images, modalities: Sequence[str] | str | None = None, nucleus=None,
                              f"shape {(h, w)}; use images of the same field.")
     if use_nucleus and nucleus is None:
         raise InputError("use_nucleus=True needs a nucleus image.")
+    if detector is not None and (markers is not None or nucleus is not None):
+        raise InputError("a marker detector places the markers of a phase-contrast image, but "
+                         "markers or a nucleus image were given too; drop one of them.")
     secs = {}
     t = time.perf_counter()
     source = "given"
@@ -244,8 +253,9 @@ def segment(images, modalities: Sequence[str] | str | None = None, nucleus=None,
                              "them itself.")
         markers = _nuclei.self_trained_markers(img[..., mods.index("phase")],
                                                seed=(config or _train.TrainConfig()).seed,
-                                               log=log)
-        source = "the phase-contrast image (no nucleus image or markers given)"
+                                               log=log, detector=detector)
+        source = "the phase-contrast image (no nucleus image or markers given" + \
+            ("; the given detector)" if detector is not None else ")")
     markers = check_markers(markers, (h, w), unique=True)
     secs["markers"] = time.perf_counter() - t
     log(f"[cellnb] {len(markers)} markers" + ("" if source == "given" else f" from {source}"))
@@ -537,7 +547,9 @@ def segment_field(field, channels: Sequence[str], markers=None, mask=None, **kwa
     ``channels`` may include ``"nucleus"`` to use it as an input (Table I);
     the mask is built from the cell channels only (with the field's hint,
     if it has one). Markers: `markers`, else the nucleus image's, else the
-    field's ``markers.csv``.
+    field's ``markers.csv``, else the phase-contrast image's own
+    (:func:`field_markers`, seeded by ``config.seed``; ``detector=`` a
+    saved marker detector to skip training one).
     """
     names = list(channels)
     use_nuc = "nucleus" in names
@@ -547,8 +559,14 @@ def segment_field(field, channels: Sequence[str], markers=None, mask=None, **kwa
     missing = [n for n in names if n not in field.images]
     if missing:
         raise InputError(f"{field.name}: no channel {missing}; it has {list(field.images)}.")
+    detector = kwargs.pop("detector", None)
     if markers is None and field.nucleus is None:
-        markers = field_markers(field)
+        seed = (kwargs.get("config") or _train.TrainConfig()).seed
+        markers = field_markers(field, seed=seed, detector=detector, log=kwargs.get("log"))
+    elif detector is not None:
+        raise InputError(f"{field.name}: a marker detector places the markers of a "
+                         "phase-contrast field, but this one has a nucleus image or markers "
+                         "were given; drop the detector.")
     kwargs.setdefault("hint", field.hint)
     return segment([field.images[n] for n in cell], [modality_of(n) for n in cell],
                    nucleus=field.nucleus, markers=markers, mask=mask, use_nucleus=use_nuc,
@@ -556,7 +574,7 @@ def segment_field(field, channels: Sequence[str], markers=None, mask=None, **kwa
 
 
 def field_markers(field, sigma: float = 1.0, source: str = "auto", seed: int = 0,
-                  log: Callable[[str], None] | None = None) -> np.ndarray:
+                  log: Callable[[str], None] | None = None, detector=None) -> np.ndarray:
     """The field's own markers: from its nucleus image, its ``markers.csv`` or its phase image.
 
     Parameters
@@ -573,6 +591,11 @@ def field_markers(field, sigma: float = 1.0, source: str = "auto", seed: int = 0
         Seeds the marker detector of a phase-contrast image.
     log : callable, optional
         Where a note goes when the detector is skipped (a small image).
+    detector : keras.Model, optional
+        A marker detector trained on another image of the same kind
+        (:func:`cellnb.synthetic_nuclei.train_marker_detector`), used instead
+        of training one on this phase-contrast field (with ``source="auto"``,
+        a nucleus image or ``markers.csv`` still comes first).
 
     Returns
     -------
@@ -595,7 +618,8 @@ def field_markers(field, sigma: float = 1.0, source: str = "auto", seed: int = 0
     if source == "auto" and field.markers is not None:
         return field.markers
     if phase:
-        return _nuclei.self_trained_markers(field.images[phase[0]], seed=seed, log=log)
+        return _nuclei.self_trained_markers(field.images[phase[0]], seed=seed, log=log,
+                                            detector=detector)
     raise InputError(f"{field.name}: no nucleus image and no markers.csv, so no marker per "
                      "cell; add a markers.csv (one click per cell: Fiji multi-point or napari "
                      "points export) or use synthetic nuclei (notebook 02).")

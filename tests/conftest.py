@@ -37,3 +37,20 @@ def demo_fields():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+def phase_cells(shape=(256, 256), seed=0, radius=(10, 14)):
+    """Dark textured bodies with a bright halo on a grey background, on a jittered grid."""
+    from skimage.draw import ellipse
+    rng = np.random.default_rng(seed)
+    img = np.full(shape, 0.5)
+    cells = np.zeros(shape, int)
+    for k, (r, c) in enumerate([(r, c) for r in range(40, shape[0] - 20, 64)
+                                for c in range(40, shape[1] - 20, 64)], 1):
+        r, c = r + rng.integers(-6, 7), c + rng.integers(-6, 7)
+        a, b = rng.integers(*radius), rng.integers(*radius)
+        img[ellipse(r, c, a + 3, b + 3, shape=shape)] = 0.75
+        inner = ellipse(r, c, a, b, shape=shape)
+        img[inner] = 0.2 + rng.normal(0, 0.05, len(inner[0]))
+        cells[inner] = k
+    return (img + rng.normal(0, 0.01, shape)).astype(np.float32), cells

@@ -9,7 +9,7 @@ import pytest
 from cellnb import batch, datasets
 from cellnb.__main__ import main
 from cellnb.io import InputError
-from conftest import write_plate
+from conftest import phase_cells, write_plate
 
 pytestmark = pytest.mark.slow
 
@@ -100,6 +100,8 @@ def test_shared_model_trained_on_k_fields(tmp_path, plate):
 def test_planning_errors(tmp_path, plate):
     with pytest.raises(InputError, match="not used by --mode segment"):
         batch.plan(batch.discover_fields([plate]), [("s", {"stepz": 3})], tmp_path)
+    with pytest.raises(InputError, match="detector .*det.keras not found"):
+        batch.plan(batch.discover_fields([plate]), [("s", {"detector": "det.keras"})], tmp_path)
     with pytest.raises(InputError, match="share the name"):
         batch.discover_fields([plate / "well_0", plate / "well_0"])
     with pytest.raises(InputError, match="no such folder"):
@@ -149,3 +151,28 @@ def test_a_run_whose_network_is_not_confident_is_marked_in_the_index(tmp_path, p
                              "markers (test)"
     batch.write_index(tmp_path, [row])
     assert _index(tmp_path)["well_0__base"]["warning"] == row["warning"]
+
+
+def test_phase_fields_share_one_marker_detector(tmp_path, monkeypatch):
+    """A time-lapse without clicks: one frame's detector places every frame's markers."""
+    import tifffile
+    from cellnb import synthetic_nuclei as sn
+    from cellnb.io import read_labels
+    frames = {}
+    for k in range(2):
+        img, _ = phase_cells(seed=10 + k)
+        (tmp_path / "movie" / f"t{k}").mkdir(parents=True)
+        tifffile.imwrite(tmp_path / "movie" / f"t{k}" / "phase.tif", img)
+        frames[f"t{k}"] = img
+    cfg = sn.NucleusConfig(tile=64, batch=4, max_steps=10, target=0.0, patience=100, prior=0.05)
+    res = sn.train_marker_detector(frames["t0"], config=cfg)
+    sn.save_nucleus_model(res, tmp_path / "det.keras", role="marker detector")
+    monkeypatch.chdir(tmp_path)           # a relative path, as a user writes it in the YAML
+    rows = batch.run_batch([tmp_path / "movie"], tmp_path / "b",
+                           {"steps": 2, "configs": ["phase"], "detector": "det.keras"},
+                           workers=1, threads=1, progress=False, log=lambda s: None)
+    assert [r["status"] for r in rows] == ["done", "done"], rows
+    for name, img in frames.items():
+        want = sn.self_trained_markers(img, detector=res.model)
+        lab = read_labels(tmp_path / "b" / "runs" / f"{name}__base" / "labels__phase.tif")
+        assert len(np.unique(lab[lab > 0])) == len(want)

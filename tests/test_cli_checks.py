@@ -77,6 +77,20 @@ def test_train_nuclei_evaluate_markers_check_first(files, never, capsys):
     _fails(capsys, ["markers", "--nucleus", t / "nuc.tif", "--out", t / "nuc.tif"], ".csv")
     _fails(capsys, ["markers", "--nucleus", t / "nuc.tif", "--out", t / "m.csv",
                     "--sigma", "nan"], "--sigma")
+    phase = ["markers", "--phase", t / "cells.tif", "--out", t / "m.csv"]
+    _fails(capsys, phase + ["--seed", "-1"], "--seed")
+    _fails(capsys, phase + ["--save-detector", t / "d.h5"], "--save-detector", ".keras")
+    _fails(capsys, phase + ["--detector", t / "missing.keras"], "--detector", "no such file")
+    (t / "d.keras").write_bytes(b"")
+    _fails(capsys, phase + ["--detector", t / "d.keras", "--save-detector", t / "e.keras"],
+           "give one of them")
+    _fails(capsys, ["markers", "--nucleus", t / "nuc.tif", "--out", t / "m.csv",
+                    "--detector", t / "d.keras"], "with --phase")
+    (t / "m1.csv").write_text("row,col\n10,10\n")
+    _fails(capsys, ["segment", "--image", t / "cells.tif", "--markers", t / "m1.csv",
+                    "--detector", t / "d.keras", "--out", t / "l.tif"], "--detector places")
+    _fails(capsys, ["segment", "--image", t / "cells.tif", "--detector", t / "d.keras",
+                    "--out", t / "l.tif"], "--detector", "phase-contrast")
 
 
 def test_run_notebooks_and_batch_check_first(files, never, capsys):

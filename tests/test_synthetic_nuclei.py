@@ -5,6 +5,7 @@ import pytest
 from cellnb import datasets, metrics, synthetic_nuclei as sn
 from cellnb.io import InputError
 from cellnb.model import build_unet
+from conftest import phase_cells
 
 
 @pytest.fixture(scope="module")
@@ -111,23 +112,6 @@ def test_shipped_model_finds_markers_on_unseen_fields(name):
 # --------------------------------------------------------------------------
 # the self-trained detector for phase contrast (no stain, no clicks)
 # --------------------------------------------------------------------------
-def _phase_cells(shape=(256, 256), seed=0, radius=(10, 14)):
-    """Dark textured bodies with a bright halo on a grey background, on a jittered grid."""
-    from skimage.draw import ellipse
-    rng = np.random.default_rng(seed)
-    img = np.full(shape, 0.5)
-    cells = np.zeros(shape, int)
-    for k, (r, c) in enumerate([(r, c) for r in range(40, shape[0] - 20, 64)
-                                for c in range(40, shape[1] - 20, 64)], 1):
-        r, c = r + rng.integers(-6, 7), c + rng.integers(-6, 7)
-        a, b = rng.integers(*radius), rng.integers(*radius)
-        img[ellipse(r, c, a + 3, b + 3, shape=shape)] = 0.75
-        inner = ellipse(r, c, a, b, shape=shape)
-        img[inner] = 0.2 + rng.normal(0, 0.05, len(inner[0]))
-        cells[inner] = k
-    return (img + rng.normal(0, 0.01, shape)).astype(np.float32), cells
-
-
 def test_detector_targets_mark_centres_and_leave_unsure_cell_area_out():
     from skimage.draw import disk
     shape = (128, 128)
@@ -155,7 +139,7 @@ def test_detector_targets_mark_centres_and_leave_unsure_cell_area_out():
 
 def test_self_trained_markers_keep_the_bodies_first_and_repeat_with_the_seed():
     from cellnb import markers
-    img, cells = _phase_cells()
+    img, cells = phase_cells()
     cfg = sn.NucleusConfig(tile=64, batch=4, max_steps=20, target=0.0, patience=100, prior=0.05)
     mk, n_bodies = sn.self_trained_markers(img, config=cfg, return_parts=True)
     assert np.array_equal(mk[:n_bodies], markers.phase_markers(img))
@@ -169,7 +153,7 @@ def test_self_trained_markers_keep_the_bodies_first_and_repeat_with_the_seed():
 
 def test_self_trained_markers_on_a_small_image_keep_the_bodies_and_say_so():
     from cellnb import markers
-    img, _ = _phase_cells(shape=(112, 112))
+    img, _ = phase_cells(shape=(112, 112))
     said = []
     mk = sn.self_trained_markers(img, log=said.append)
     assert np.array_equal(mk, markers.phase_markers(img))
@@ -185,3 +169,97 @@ def test_weights_must_fit_the_targets(two_fields):
         sn.train_nucleus_model(*args, weights=[np.zeros((192, 192))], progress=False)
     with pytest.raises(InputError, match="prior"):
         sn.NucleusConfig(prior=1.0).check()
+
+
+def test_a_saved_detector_places_the_markers_of_the_next_image(tmp_path, monkeypatch):
+    """Time-lapse use: train the detector once, save it, apply it to the other frames."""
+    from cellnb import markers
+    img, _ = phase_cells(seed=0)
+    cfg = sn.NucleusConfig(tile=64, batch=4, max_steps=20, target=0.0, patience=100, prior=0.05)
+    res = sn.train_marker_detector(img, config=cfg)
+    assert res.radius > 0 and res.channels == ["phase"]
+    path = sn.save_nucleus_model(res, tmp_path / "det.keras", trained_on=["frame0"],
+                                 role="marker detector")
+    det, meta = sn.load_nucleus_model(path, role="marker detector")
+    assert meta["role"] == "marker detector" and meta["trained_on"] == ["frame0"]
+    # on the image it was trained on, the saved detector gives what training here gives
+    assert np.array_equal(sn.self_trained_markers(img, detector=det),
+                          sn.self_trained_markers(img, config=cfg))
+    # on the next frame, no training: its own bodies first, additions away from them
+    monkeypatch.setattr(sn, "train_nucleus_model", lambda *a, **k: pytest.fail("trained"))
+    nxt, _ = phase_cells(seed=1)
+    mk, n_bodies = sn.self_trained_markers(nxt, detector=det, return_parts=True)
+    assert np.array_equal(mk[:n_bodies], markers.phase_markers(nxt))
+    for p in mk[n_bodies:]:
+        assert np.min(np.hypot(*(mk[:n_bodies] - p).T)) >= 3 * 10
+
+
+def test_a_detector_and_a_nucleus_model_are_not_taken_for_each_other(tmp_path, two_fields):
+    img, _ = phase_cells()
+    cfg = sn.NucleusConfig(tile=64, batch=4, max_steps=2, target=0.0, patience=100)
+    res = sn.train_marker_detector(img, config=cfg)
+    det = sn.save_nucleus_model(res, tmp_path / "det.keras", role="marker detector")
+    with pytest.raises(InputError, match="marker detector model, not a nucleus model.*--detector"):
+        sn.load_nucleus_model(det)
+    nuc = sn.save_nucleus_model(res, tmp_path / "nuc.keras")
+    with pytest.raises(InputError, match="nucleus model, not a marker detector.*--nucleus-model"):
+        sn.load_nucleus_model(nuc, role="marker detector")
+    with pytest.raises(InputError, match="role must be one of"):
+        sn.save_nucleus_model(res, tmp_path / "x.keras", role="detector")
+    # a detector takes one phase channel; a two-channel model is refused by name
+    f = two_fields[0]
+    two = sn.train_nucleus_model([f.stack(["fluorescence", "brightfield"])],
+                                 [sn.nucleus_target(f.nucleus)], cfg, progress=False)
+    with pytest.raises(InputError, match="one phase-contrast channel"):
+        sn.self_trained_markers(img, detector=two.model)
+    with pytest.raises(InputError, match="too small to train the marker detector"):
+        sn.train_marker_detector(phase_cells(shape=(112, 112))[0])
+
+
+def test_cli_saves_the_detector_and_applies_it_to_the_next_frame(tmp_path, monkeypatch, capsys):
+    import tifffile
+    from cellnb.__main__ import main
+    from cellnb.io import read_labels, read_markers
+    # the CLI trains with DETECTOR: a short schedule keeps this test fast
+    monkeypatch.setattr(sn, "DETECTOR", sn.NucleusConfig(tile=64, batch=4, max_steps=10,
+                                                         target=0.0, patience=100, prior=0.05))
+    first, _ = phase_cells(seed=0)
+    nxt, cells = phase_cells(seed=2)
+    tifffile.imwrite(tmp_path / "phase_t0.tif", first)
+    tifffile.imwrite(tmp_path / "phase_t1.tif", nxt)
+    det = tmp_path / "det.keras"
+    assert main(["markers", "--phase", str(tmp_path / "phase_t0.tif"), "--out",
+                 str(tmp_path / "m0.csv"), "--save-detector", str(det)]) == 0
+    assert det.exists() and det.with_suffix(".json").exists()
+    assert main(["markers", "--phase", str(tmp_path / "phase_t1.tif"), "--out",
+                 str(tmp_path / "m1.csv"), "--detector", str(det)]) == 0
+    model = sn.load_nucleus_model(det, role="marker detector")[0]
+    np.testing.assert_allclose(read_markers(tmp_path / "m1.csv"),
+                               sn.self_trained_markers(nxt, detector=model))
+    capsys.readouterr()
+    assert main(["segment", "--image", str(tmp_path / "phase_t1.tif"), "--detector", str(det),
+                 "--out", str(tmp_path / "l1.tif"), "--steps", "2", "--quiet"]) == 0
+    assert "the given detector" in capsys.readouterr().err
+    assert read_labels(tmp_path / "l1.tif").max() >= cells.max()
+    # a detector is not a synthetic-nucleus model
+    assert main(["segment", "--image", str(tmp_path / "phase_t1.tif"), "--markers-from",
+                 "synthetic", "--nucleus-model", str(det), "--out", str(tmp_path / "l.tif")]) == 2
+    assert "--detector" in capsys.readouterr().err
+
+
+def test_segment_field_uses_the_given_detector_and_the_training_seed(tmp_path, monkeypatch):
+    import tifffile
+    from cellnb import pipeline, train
+    img, cells = phase_cells(seed=3)
+    cfg = sn.NucleusConfig(tile=64, batch=4, max_steps=10, target=0.0, patience=100, prior=0.05)
+    det = sn.train_marker_detector(img, config=cfg).model
+    (tmp_path / "f").mkdir()
+    tifffile.imwrite(tmp_path / "f" / "phase.tif", img)
+    field = datasets.load_field(tmp_path / "f")
+    monkeypatch.setattr(sn, "train_nucleus_model", lambda *a, **k: pytest.fail("trained"))
+    res = pipeline.segment_field(field, ["phase"], detector=det, progress=False,
+                                 config=train.TrainConfig(max_steps=2), log=lambda s: None)
+    np.testing.assert_array_equal(res.markers, sn.self_trained_markers(img, detector=det))
+    assert len(res.markers) >= cells.max()
+    with pytest.raises(InputError, match="drop the detector"):
+        pipeline.segment_field(field, ["phase"], markers=res.markers, detector=det)
