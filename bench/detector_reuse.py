@@ -1,7 +1,7 @@
 """One marker detector for many images: a detector trained on one field, applied to the others.
 
 Usage: .venv/bin/python bench/detector_reuse.py [--data ../shared/data/usiigaci-phase]
-           [--train set1 set13 set30] [--fields ...] [--out runs/detector_reuse]
+           [--train set1 set13 set30] [--fields ...] [--segment] [--out runs/detector_reuse]
 
 A time-lapse or a plate of phase-contrast fields of one kind need not train the marker
 detector (`cellnb.synthetic_nuclei.train_marker_detector`, 35-60 s on 2 cores) on every
@@ -12,6 +12,12 @@ markers' precision / recall / F1 against the annotated cells with the field's ow
 one crowded, one medium, one sparse field of the Usiigaci set), plus the seconds of training
 one detector and of placing one field's markers with a trained one. Every field is a
 different time-lapse of the set, so this is a harder test than the frames of one time-lapse.
+
+``--segment`` also runs the whole no-click `segment` on every field twice: as `segment
+--image phase.tif` does by default (the field's own detector, a network trained on the field),
+and with nothing trained on the field at all (the first --train field's detector and the
+network trained there: `segment --detector det.keras --model model.keras`); mIOU, AP@0.5 and
+seconds of each, against the annotated cells.
 
 Prints the table as it goes and writes OUT/detector_reuse.{csv,md}. Cite the data's source
 with the figures (../shared/data/README.md).
@@ -29,7 +35,7 @@ import tensorflow as tf  # noqa: E402
 
 tf.config.threading.set_inter_op_parallelism_threads(1)   # repeatable (cellnb.train.set_seed)
 
-from cellnb import io, metrics, synthetic_nuclei  # noqa: E402
+from cellnb import io, metrics, pipeline, synthetic_nuclei  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "usiigaci-phase"
 
@@ -40,6 +46,8 @@ def main(argv=None) -> int:
     ap.add_argument("--train", nargs="+", default=["set1", "set13", "set30"],
                     help="fields whose detector is applied to every field")
     ap.add_argument("--fields", nargs="+", help="default: every field folder in --data")
+    ap.add_argument("--segment", action="store_true",
+                    help="also segment every field with its own training and with none")
     ap.add_argument("--out", default="runs/detector_reuse")
     a = ap.parse_args(argv)
     data = Path(a.data)
@@ -58,6 +66,14 @@ def main(argv=None) -> int:
         detectors[n] = synthetic_nuclei.train_marker_detector(images[n]).model
         train_s[n] = time.perf_counter() - t
         print(f"trained the detector on {n} in {train_s[n]:.0f} s", flush=True)
+    quiet = dict(progress=False, log=lambda s: None)
+    model = None
+    if a.segment:         # the network trained on the first --train field, with its markers
+        t = time.perf_counter()
+        model = pipeline.segment(images[a.train[0]], "phase", detector=detectors[a.train[0]],
+                                 **quiet).training.model
+        print(f"trained the network on {a.train[0]} in {time.perf_counter() - t:.0f} s",
+              flush=True)
     rows = []
     for n in names:
         row = {"field": n, "cells": int(truth[n].max()), "train_s": round(train_s[n], 1)}
@@ -72,6 +88,17 @@ def main(argv=None) -> int:
         for key, src in [("own", n)] + [(f"from_{s}", s) for s in a.train]:
             row.update({f"{key}_{k}": round(scores[src][k], 3)
                         for k in ("precision", "recall", "f1")})
+        if a.segment:
+            for key, kw in (("own", dict(detector=detectors[n])),
+                            ("shared", dict(detector=detectors[a.train[0]], model=model))):
+                t = time.perf_counter()
+                # the own detector is what segment trains itself (same seed), reused to save time
+                res = pipeline.segment(images[n], "phase", **kw, **quiet)
+                secs = time.perf_counter() - t + (train_s[n] if key == "own" else 0.0)
+                sm = metrics.summarize(truth[n], res.labels)
+                row.update({f"seg_{key}_mIOU": round(sm["mIOU"], 3),
+                            f"seg_{key}_AP50": round(sm["AP50"], 3),
+                            f"seg_{key}_s": round(secs, 1)})
         rows.append(row)
         print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
     out = Path(a.out)
@@ -93,6 +120,17 @@ def main(argv=None) -> int:
     means = {s: np.mean([r[f"{s}_f1"] for r in rows]) for s in srcs}
     lines.append(f"| mean F1 | {means['own']:.3f} | "
                  + " | ".join(f"{means[s]:.3f}" for s in srcs[1:]) + " | | |")
+    if a.segment:
+        lines += ["", f"| field | segment, trained on the field: mIOU / AP@0.5 / s | nothing "
+                      f"trained on the field ({a.train[0]}'s detector and network): mIOU / "
+                      "AP@0.5 / s |", "|---|---|---|"]
+        for r in rows:
+            lines.append(f"| {r['field']} | " + " | ".join(
+                f"{r[f'seg_{k}_mIOU']:.3f} / {r[f'seg_{k}_AP50']:.3f} / {r[f'seg_{k}_s']:.0f}"
+                for k in ("own", "shared")) + " |")
+        lines.append("| mean | " + " | ".join(
+            " / ".join(f"{np.mean([r[f'seg_{k}_{m}'] for r in rows]):.3f}" for m in ("mIOU", "AP50"))
+            + f" / {np.mean([r[f'seg_{k}_s'] for r in rows]):.0f}" for k in ("own", "shared")) + " |")
     (out / "detector_reuse.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

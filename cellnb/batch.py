@@ -286,6 +286,14 @@ def _train_config(p: dict):
                        precision=str(p["precision"]))
 
 
+def _detector(p: dict):
+    """The parameter set's saved marker detector (phase-contrast fields without clicks), or None."""
+    if not p.get("detector"):
+        return None
+    from .synthetic_nuclei import load_nucleus_model
+    return load_nucleus_model(p["detector"], role="marker detector")[0]
+
+
 def _segment_run(task: Task, folder: Path) -> dict:
     from . import integrate, pipeline, train
     from .datasets import load_field
@@ -294,10 +302,7 @@ def _segment_run(task: Task, folder: Path) -> dict:
     field = load_field(task.field)
     cfg = _train_config(p)
     configs = [p["configs"]] if isinstance(p["configs"], str) else list(p["configs"])
-    model = detector = None
-    if p["detector"]:       # phase-contrast fields without clicks: one detector for all
-        from .synthetic_nuclei import load_nucleus_model
-        detector = load_nucleus_model(p["detector"], role="marker detector")[0]
+    model, detector = None, _detector(p)
     if task.model:
         model = train.load_model(task.model)[0]
         if len(configs) != 1:
@@ -308,8 +313,7 @@ def _segment_run(task: Task, folder: Path) -> dict:
         res = pipeline.segment_field(field, pipeline.config_channels(c), config=cfg,
                                      model=model, patch_size=p["patch_size"], progress=False,
                                      log=lambda s: None, background=str(p["background"]),
-                                     threshold=float(p["threshold"]),
-                                     **({"detector": detector} if detector is not None else {}))
+                                     threshold=float(p["threshold"]), detector=detector)
         lab = res.labels
         write_labels(folder / f"labels__{c}.tif", lab)
         write_table(folder / f"cells__{c}.csv",
@@ -408,9 +412,9 @@ def train_shared(fields: Sequence[str], params: dict, path: str, threads: int = 
         raise InputError("--train-on trains one shared model per parameter set: give exactly "
                          "one entry in configs.")
     chans = pipeline.config_channels(configs[0])
-    sets = []
+    sets, detector = [], _detector(p)
     for f in map(load_field, fields):
-        mk = pipeline.field_markers(f)
+        mk = pipeline.field_markers(f, seed=int(p["seed"]), detector=detector)
         cell = [c for c in chans if c != "nucleus"]
         m = foreground_mask(f.stack(cell), [pipeline.modality_of(c) for c in cell], markers=mk,
                             hint=f.hint)

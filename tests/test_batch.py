@@ -176,3 +176,8 @@ def test_phase_fields_share_one_marker_detector(tmp_path, monkeypatch):
         want = sn.self_trained_markers(img, detector=res.model)
         lab = read_labels(tmp_path / "b" / "runs" / f"{name}__base" / "labels__phase.tif")
         assert len(np.unique(lab[lab > 0])) == len(want)
+    # one network shared too (--train-on): its training fields take the detector's markers
+    monkeypatch.setattr(sn, "train_nucleus_model", lambda *a, **k: pytest.fail("trained"))
+    batch.train_shared([str(tmp_path / "movie" / "t0")], {"steps": 2, "configs": ["phase"],
+                       "detector": str(tmp_path / "det.keras")}, str(tmp_path / "m.keras"))
+    assert (tmp_path / "m.keras").exists()

@@ -241,6 +241,14 @@ def test_cli_saves_the_detector_and_applies_it_to_the_next_frame(tmp_path, monke
                  "--out", str(tmp_path / "l1.tif"), "--steps", "2", "--quiet"]) == 0
     assert "the given detector" in capsys.readouterr().err
     assert read_labels(tmp_path / "l1.tif").max() >= cells.max()
+    # the README's time-lapse recipe: the first frame saves the network, the next applies it
+    assert main(["segment", "--image", str(tmp_path / "phase_t0.tif"), "--detector", str(det),
+                 "--save-model", str(tmp_path / "cells.keras"), "--out", str(tmp_path / "l0.tif"),
+                 "--steps", "2", "--quiet"]) == 0
+    assert main(["segment", "--image", str(tmp_path / "phase_t1.tif"), "--detector", str(det),
+                 "--model", str(tmp_path / "cells.keras"), "--out", str(tmp_path / "l1b.tif"),
+                 "--quiet"]) == 0
+    assert read_labels(tmp_path / "l1b.tif").max() >= cells.max()
     # a detector is not a synthetic-nucleus model
     assert main(["segment", "--image", str(tmp_path / "phase_t1.tif"), "--markers-from",
                  "synthetic", "--nucleus-model", str(det), "--out", str(tmp_path / "l.tif")]) == 2
