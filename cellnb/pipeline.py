@@ -209,8 +209,8 @@ def segment(images, modalities: Sequence[str] | str | None = None, nucleus=None,
     detector : keras.Model, optional
         A marker detector trained on another image of the same kind
         (:func:`cellnb.synthetic_nuclei.train_marker_detector`), for markers
-        from a phase-contrast image without training one here; used only
-        when the markers come from the phase-contrast image.
+        from a phase-contrast image without training one here (with
+        `markers` or a `nucleus` image it is refused: they place the markers).
 
     Returns
     -------

@@ -661,6 +661,8 @@ def load_nucleus_model(path: str | Path, role: str = "nucleus"):
         ``config``, ``channels``, ``radius``, ``history``...
     """
     from .train import load_model
+    if role not in ROLES:
+        raise InputError(f"load_nucleus_model: role must be one of {ROLES}, got {role!r}.")
     model, meta = load_model(path)
     if meta and meta.get("kind") != "synthetic_nuclei":
         raise InputError(f"{path}: this is not a synthetic-nucleus model (it is a cell "

@@ -206,6 +206,8 @@ def test_a_detector_and_a_nucleus_model_are_not_taken_for_each_other(tmp_path, t
         sn.load_nucleus_model(nuc, role="marker detector")
     with pytest.raises(InputError, match="role must be one of"):
         sn.save_nucleus_model(res, tmp_path / "x.keras", role="detector")
+    with pytest.raises(InputError, match="role must be one of"):
+        sn.load_nucleus_model(det, role="detector")
     # a detector takes one phase channel; a two-channel model is refused by name
     f = two_fields[0]
     two = sn.train_nucleus_model([f.stack(["fluorescence", "brightfield"])],
