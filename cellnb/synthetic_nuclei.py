@@ -471,6 +471,11 @@ class _PhaseBodies:
         return x[..., 0]
 
 
+def _detector_config(config: NucleusConfig | None, seed: int) -> NucleusConfig:
+    """`config`, or :data:`DETECTOR` with `seed`; checked."""
+    return (config or NucleusConfig(**{**asdict(DETECTOR), "seed": seed})).check()
+
+
 def _train_detector(parts: _PhaseBodies, cfg: NucleusConfig, progress: bool) -> NucleusResult:
     """The detector trained on this image's bodies (:func:`detector_targets`)."""
     from .mask import foreground_mask
@@ -566,7 +571,7 @@ def self_trained_markers(image, seed: int = 0, progress: bool = False,
     img = check_image(image, name="phase-contrast image", allow_channels=False)
     parts = _PhaseBodies.of(img)
     if detector is None:
-        cfg = (config or NucleusConfig(**{**asdict(DETECTOR), "seed": seed})).check()
+        cfg = _detector_config(config, seed)
         if parts.too_small(cfg.tile):
             (log or (lambda s: print(s, file=sys.stderr)))(
                 f"[cellnb] phase-contrast image {img.shape} is smaller than the marker "
@@ -612,7 +617,7 @@ def train_marker_detector(image, seed: int = 0, progress: bool = False,
     """
     img = check_image(image, name="phase-contrast image", allow_channels=False)
     parts = _PhaseBodies.of(img)
-    cfg = (config or NucleusConfig(**{**asdict(DETECTOR), "seed": seed})).check()
+    cfg = _detector_config(config, seed)
     if parts.too_small(cfg.tile):
         raise InputError(f"phase-contrast image {img.shape} is too small to train the marker "
                          f"detector on: it needs {int(np.ceil(cfg.tile / parts.scale))} px per "
