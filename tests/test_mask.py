@@ -182,3 +182,27 @@ def test_halo_crest_moves_the_border_onto_the_bright_halo():
         mask.halo_crest(thin, img, inside=0)
     with pytest.raises(InputError, match="differs from the image shape"):
         mask.halo_crest(thin[:50], img)
+
+
+def test_halo_basins_give_a_missed_marked_cell_the_area_inside_its_halo():
+    # two cells: one the mask holds, one (a rounded cell: grey centre, bright ring at radius 14)
+    # the mask misses although it is marked
+    yy, xx = np.mgrid[:128, :160]
+    r_missed = np.hypot(yy - 64, xx - 110)
+    img = 0.5 + 0.4 * np.exp(-((r_missed - 14) / 1.5) ** 2)
+    held = np.hypot(yy - 64, xx - 40) < 18
+    marks = np.array([[64.0, 40.0], [64.0, 110.0]])
+    out = mask.halo_basins(held, img, marks, reach=40)
+    assert mask_iou(out & (xx > 80), r_missed < 14) > 0.85     # stopped on the crest
+    assert np.array_equal(out & (xx <= 80), held)                # the held cell is untouched
+    assert not held[64, 110] and out is not held
+    # without a ring the flood stops at the reach, never beyond it
+    flat = 0.5 + 0.01 * np.random.default_rng(0).standard_normal(img.shape)
+    far = mask.halo_basins(held, flat, marks, reach=10) & (xx > 80)
+    assert far[64, 110] and (r_missed[far] <= 10).all()
+    # every marker already on the mask: nothing changes
+    assert np.array_equal(mask.halo_basins(held, img, marks[:1], reach=40), held)
+    with pytest.raises(InputError, match="reach must be"):
+        mask.halo_basins(held, img, marks, reach=0)
+    with pytest.raises(InputError, match="differs from the image shape"):
+        mask.halo_basins(held[:50], img, marks, reach=40)

@@ -148,7 +148,9 @@ def test_phase_contrast_mask_on_every_shared_field():
     Measured on the 12 fields with the border on the halo's crest and the marker reach
     (issue 20): the large and medium cells (sets 1-20, 14-26% of the field covered)
     0.55-0.72, the sparse thin-cell fields (sets 30-40, 5-8% covered) 0.59-0.73: set30 0.59,
-    set31 0.73, set33 0.62, set34 0.67, set40 0.60; mean 0.664. Before those two steps:
+    set31 0.73, set33 0.62, set34 0.67, set40 0.60; mean 0.664; with the halo basins of marked
+    cells the texture missed (issue 20, a later stop) mean 0.671 (sets 1-20 0.57-0.72, set33
+    0.64, the other sparse fields unchanged). Before the crest and the reach:
     0.25-0.72, mean 0.609 (set40 0.25: a debris band joined to one cell); before the
     phase-contrast recipe, the bright-field forest: 0.30-0.47 on the first 8, mean 0.40.
     """
