@@ -552,7 +552,7 @@ def halo_basins(mask, image, markers, reach: float) -> np.ndarray:
         `mask` with the basins added (a new array).
     """
     from skimage.segmentation import watershed
-    m = np.array(mask, bool)
+    m = np.asarray(mask, bool)
     img = _as_plane(image, "phase image").astype(np.float64)
     if img.shape != m.shape:
         raise InputError(f"halo_basins: mask shape {m.shape} differs from the image shape "
