@@ -773,17 +773,16 @@ def foreground_mask(image, modality: str | Sequence[str] = "fluorescence", marke
     prob = (1 / (1 + np.exp(-np.mean(logits, axis=0)))).astype(np.float32)
     guide = np.stack([g / (g.std() + 1e-12) for g in guides], axis=-1)
     m = graph_cut(prob, float(np.mean(lams)), guide=guide)
+    spacing = marker_spacing(markers) if markers is not None and len(markers) > 1 else None
     if cleanup:
-        spacing = marker_spacing(markers) if markers is not None and len(markers) > 1 else None
         m = clean_mask(m, spacing)
     if "phase" in mods and hint is None:
         m = halo_crest(m, norms[mods.index("phase")])
-        if markers is not None and len(markers) > 1:
+        if spacing is not None:
             # a marked cell the texture missed (rounded, flat) still gets its area
-            m = halo_basins(m, norms[mods.index("phase")], markers,
-                            BASIN_REACH * marker_spacing(markers))
+            m = halo_basins(m, norms[mods.index("phase")], markers, BASIN_REACH * spacing)
     if markers is not None and any(mod in TRANSMITTED for mod in mods):
         # no texture threshold tells debris or unmarked cells joined to a cell from the cell
-        reach = MARKER_REACH * marker_spacing(markers) if len(markers) > 1 else None
+        reach = MARKER_REACH * spacing if spacing is not None else None
         m = keep_marked(m, markers, reach)
     return (m, prob) if return_probability else m
