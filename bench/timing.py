@@ -1,6 +1,6 @@
 """How long the teaching material and the method take on this machine (issue 18's figures).
 
-Usage: .venv/bin/python bench/timing.py [--parts notebooks demo field1750 real]
+Usage: .venv/bin/python bench/timing.py [--parts notebooks demo field1750 real noclick]
            [--real-fields set1 set13 ...] [--out runs/timing]
 
 Parts (each prints one line per measurement as it is made, and the table so far is written
@@ -16,12 +16,18 @@ to OUT/timing.{csv,md}):
   segmentation and matched mIOU against the field's truth.
 * ``real``: ``segment`` with its defaults on every real field in ../shared/data/usiigaci-phase
   (markers.csv), seconds and mIOU / AP@0.5 against the hand-drawn cells.
+* ``noclick``: the same with the phase-contrast image alone (``segment --image phase.tif``: the
+  markers come from the image, the marker detector is trained on it), the issue-20 setting.
+
+The note column says how many steps the training ran and why it stopped (``stable``,
+``max_steps``, and ``retried`` when a start was given up as unsure and tried again).
 
 Times are wall clock on whatever runs it; the README's figures name the machine. Each run's
 folder stays under OUT/work (executed notebooks, tables, label images) for a look afterwards.
 """
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -34,13 +40,14 @@ SHARED = ROOT.parent / "shared" / "data" / "usiigaci-phase"
 NOTEBOOKS = ["01", "02", "03", "04", "05", "06"]
 
 
-def _run(cmd, cwd=ROOT) -> float:
-    """Wall seconds of `cmd`; its output is kept only when it fails."""
+def _run(cmd, cwd=ROOT, output: bool = False):
+    """Wall seconds of `cmd` (and its stderr with `output`); exits with its output if it fails."""
     t0 = time.perf_counter()
     res = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
     if res.returncode:
         sys.exit(f"{' '.join(map(str, cmd))} failed ({res.returncode}):\n{res.stderr[-3000:]}")
-    return time.perf_counter() - t0
+    sec = time.perf_counter() - t0
+    return (sec, res.stderr) if output else sec
 
 
 def notebooks(work: Path):
@@ -69,10 +76,14 @@ def _segment_row(what, folder: Path, images, extra, work: Path):
     args = [PY, "-m", "cellnb", "segment", "--out", out, "--quiet", *extra]
     for im in images:
         args += ["--image", folder / im]
-    sec = _run(args)
+    sec, err = _run(args, output=True)
     s = metrics.summarize(io.read_labels(folder / "cells_gt.tif"), io.read_labels(out))
+    trained = re.findall(r"trained (\d+ steps \(\w+\))", err)
+    note = trained[-1] if trained else ""
+    if "training again" in err:
+        note += ", retried"
     return {"what": what, "seconds": round(sec), "mIOU": round(s["mIOU"], 3),
-            "AP50": round(s["AP50"], 3)}
+            "AP50": round(s["AP50"], 3), "note": note}
 
 
 def field1750(work: Path):
@@ -83,22 +94,28 @@ def field1750(work: Path):
                        CACHE, ["fluorescence.tif"], ["--nucleus", CACHE / "nucleus.tif"], work)
 
 
-def real(work: Path, fields=None):
+def real(work: Path, fields=None, clicks: bool = True):
     if not SHARED.exists():
         print(f"skipped: {SHARED} not found", file=sys.stderr)
         return
+    (work / "noclick").mkdir(exist_ok=True)
     for f in sorted((p for p in SHARED.iterdir() if p.is_dir()),
                     key=lambda p: (len(p.name), p.name)):
         if fields and f.name not in fields:
             continue
-        yield _segment_row(f"segment, Usiigaci {f.name}, defaults, markers.csv", f,
-                           ["phase.tif"], ["--markers", f / "markers.csv"], work)
+        if clicks:
+            yield _segment_row(f"segment, Usiigaci {f.name}, defaults, markers.csv", f,
+                               ["phase.tif"], ["--markers", f / "markers.csv"], work)
+        else:
+            yield _segment_row(f"segment, Usiigaci {f.name}, defaults, no markers (from the "
+                               "image)", f, ["phase.tif"], [], work / "noclick")
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--parts", nargs="*", default=["notebooks", "demo", "field1750", "real"],
-                    choices=["notebooks", "demo", "field1750", "real"])
+    ap.add_argument("--parts", nargs="*",
+                    default=["notebooks", "demo", "field1750", "real", "noclick"],
+                    choices=["notebooks", "demo", "field1750", "real", "noclick"])
     ap.add_argument("--real-fields", nargs="*", help="Usiigaci fields (default: all)")
     ap.add_argument("--out", default="runs/timing")
     a = ap.parse_args()
@@ -109,7 +126,10 @@ def main():
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     for part in a.parts:
-        gen = real(work, a.real_fields) if part == "real" else globals()[part](work)
+        if part in ("real", "noclick"):
+            gen = real(work, a.real_fields, clicks=part == "real")
+        else:
+            gen = globals()[part](work)
         for r in gen:
             rows.append(r)
             print(" | ".join(f"{k} {v}" for k, v in r.items()), flush=True)

@@ -121,7 +121,15 @@ class TrainConfig:
         (:func:`cellnb.metrics.same_id_iou`) twice in a row and the network
         is confident (measurements: :class:`cellnb.pipeline.StableLabels`).
     max_steps : int
-        Step budget.
+        Step budget of one training (a start given up as unsure and tried
+        again, :func:`cellnb.pipeline.train_confident`, gets its own). 300:
+        the budget every figure in the README was measured at, and the one
+        that bounds ``segment``'s time. With the stable-labels stop no field
+        measured needed more (the 12 real Usiigaci fields stopped after
+        75-250 steps with or without clicks, the demo fields after 100-300),
+        while a field whose labels never settle would have trained on to
+        1500 steps, the budget before: about 6 minutes of training on a
+        1022x1024 field on 2 CPU cores instead of 80 s (``bench/timing.py``).
     window, patience, min_delta :
         Plateau rule (module docstring); ``window=0`` means one pass over
         the field, at least 50 steps. Shorter windows stop on noise: with
@@ -145,7 +153,7 @@ class TrainConfig:
     warmup: "int | str" = "auto"
     check_every: int = 25
     stable: float = 0.9
-    max_steps: int = 1500
+    max_steps: int = 300
     window: int = 0
     patience: int = 3
     min_delta: float = 0.005

@@ -137,3 +137,24 @@ def test_a_field_too_large_for_memory_is_refused_first(monkeypatch, small_field,
     tifffile.imwrite(tmp_path / "n.tif", small_field.nucleus)
     _fails(capsys, ["segment", "--image", tmp_path / "c.tif", "--nucleus", tmp_path / "n.tif",
                     "--out", tmp_path / "l.tif"], "GiB is available")
+
+
+def test_segment_trains_with_the_budget_the_figures_were_measured_at(files, monkeypatch):
+    """The CLI, the package and the batch share one step budget (300, README's figures)."""
+    from cellnb.train import TrainConfig
+    seen = {}
+
+    class Seen(Exception):
+        pass
+
+    def spy(*a, config=None, **k):
+        seen["config"] = config
+        raise Seen
+
+    monkeypatch.setattr(pipeline, "segment", spy)
+    with pytest.raises(Seen):
+        main([str(a) for a in ["segment", "--image", files / "cells.tif", "--nucleus",
+                               files / "nuc.tif", "--out", files / "l.tif"]])
+    assert seen["config"].max_steps == TrainConfig().max_steps == 300
+    assert batch.SEGMENT_DEFAULTS["steps"] == 300
+    assert not (files / "l.tif").exists()
