@@ -481,8 +481,10 @@ def train_confident(patches, config: _train.TrainConfig | None = None, init=None
     confident of the two is kept. With `labels_of`, each of the two is given up
     as soon as it is still unsure :data:`UNSURE_AFTER` steps after its warm-up
     (on the real Usiigaci set20 both starts stay unsure: without this the
-    second ran on to the loss plateau). A healthy training is never repeated,
-    so it costs nothing there.
+    second ran on to the loss plateau), and the second start gets the rest of
+    ``config.max_steps``, so that the budget bounds the whole training (a
+    first start that used the whole budget leaves the second one a budget of
+    its own). A healthy training is never repeated, so it costs nothing there.
     Not with `init` (continuing a training): then only the warning remains.
 
     Parameters
@@ -530,7 +532,12 @@ def train_confident(patches, config: _train.TrainConfig | None = None, init=None
     result, probs, share = run(cfg, init, None if init is not None else UNSURE_AFTER)
     if share >= _integrate.COLLAPSE_SHARE or init is not None:
         return result, probs, share
-    other = replace(cfg, warmup=0 if result.config.warmup else _train.WARMUP_STEPS)
+    # a start given up early leaves the rest of the budget to the other one, so that
+    # ``max_steps`` bounds the whole training; one that ran the whole budget unsure (a small
+    # classroom budget) gets the other start a budget of its own, as a collapse's rescue
+    left = cfg.max_steps - result.steps if result.stop_reason == "unsure" else cfg.max_steps
+    other = replace(cfg, warmup=0 if result.config.warmup else _train.WARMUP_STEPS,
+                    max_steps=max(1, left))
     log(f"[cellnb] the network is not confident ({share:.0%} of the markers after "
         f"{result.steps} steps); training again from new weights with warmup={other.warmup}")
     again, probs2, share2 = run(other, None, UNSURE_AFTER)

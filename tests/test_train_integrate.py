@@ -166,6 +166,8 @@ def test_an_unsure_first_training_is_given_up_early(small_patches, monkeypatch):
         progress=False, log=lines.append, labels_of=lambda probs: np.ones((4, 4), np.int32))
     assert "after 4 steps" in lines[0] and res.retried and res.config.warmup == 50
     assert share == 0.9 and res.stop_reason in ("stable", "max_steps")
+    # the second start trains on the rest of the budget: 12 steps in all, at most
+    assert res.config.max_steps == 8 and res.steps <= 8
 
 
 def test_confident_share_tells_a_collapsed_training():
@@ -212,6 +214,7 @@ def test_an_unsure_training_is_repeated_once_with_the_other_start(small_patches,
                                                  train.TrainConfig(max_steps=2, warmup=50),
                                                  progress=False, log=lines.append)
     assert res.retried and res.config.warmup == 0 and res.steps == 2 and share == 0.9
+    assert res.config.max_steps == 2     # the first used the whole budget: the second gets its own
     assert probs.shape == small_patches.x.shape[:3]
     assert lines and "training again from new weights with warmup=0" in lines[0]
     # a confident first training is kept as it is, and so is a continued one
