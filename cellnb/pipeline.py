@@ -482,9 +482,10 @@ def train_confident(patches, config: _train.TrainConfig | None = None, init=None
     as soon as it is still unsure :data:`UNSURE_AFTER` steps after its warm-up
     (on the real Usiigaci set20 both starts stay unsure: without this the
     second ran on to the loss plateau), and the second start gets the rest of
-    ``config.max_steps``, so that the budget bounds the whole training (a
-    first start that used the whole budget leaves the second one a budget of
-    its own). A healthy training is never repeated, so it costs nothing there.
+    ``config.max_steps``, but at least its warm-up and :data:`UNSURE_AFTER`
+    steps: budgets of 300 steps and more bound the whole training (a first
+    start that used the whole budget leaves the second one a budget of its
+    own). A healthy training is never repeated, so it costs nothing there.
     Not with `init` (continuing a training): then only the warning remains.
 
     Parameters
@@ -533,11 +534,14 @@ def train_confident(patches, config: _train.TrainConfig | None = None, init=None
     if share >= _integrate.COLLAPSE_SHARE or init is not None:
         return result, probs, share
     # a start given up early leaves the rest of the budget to the other one, so that
-    # ``max_steps`` bounds the whole training; one that ran the whole budget unsure (a small
-    # classroom budget) gets the other start a budget of its own, as a collapse's rescue
-    left = cfg.max_steps - result.steps if result.stop_reason == "unsure" else cfg.max_steps
-    other = replace(cfg, warmup=0 if result.config.warmup else _train.WARMUP_STEPS,
-                    max_steps=max(1, left))
+    # ``max_steps`` bounds the whole training, but never less than the other start's own
+    # warm-up and UNSURE_AFTER steps (a small classroom budget: the rescue still has a chance);
+    # one that ran the whole budget unsure gets the other start a budget of its own
+    warmup = 0 if result.config.warmup else _train.WARMUP_STEPS
+    left = cfg.max_steps
+    if result.stop_reason == "unsure":
+        left = max(cfg.max_steps - result.steps, warmup + UNSURE_AFTER)
+    other = replace(cfg, warmup=warmup, max_steps=left)
     log(f"[cellnb] the network is not confident ({share:.0%} of the markers after "
         f"{result.steps} steps); training again from new weights with warmup={other.warmup}")
     again, probs2, share2 = run(other, None, UNSURE_AFTER)

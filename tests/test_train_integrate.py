@@ -158,16 +158,24 @@ def test_stable_labels_wait_for_the_mask_coverage_to_settle_near_the_rule_bounda
 def test_an_unsure_first_training_is_given_up_early(small_patches, monkeypatch):
     from cellnb import pipeline
     monkeypatch.setattr(pipeline, "UNSURE_AFTER", 4)
-    shares = iter([0.0, 0.0, 0.9, 0.9])     # first: the look and the kept outputs; then the retry
-    monkeypatch.setattr(integrate, "confident_share", lambda probs, ps: next(shares, 0.9))
-    lines = []
-    res, _, share = pipeline.train_confident(
-        small_patches, train.TrainConfig(max_steps=12, warmup=0, check_every=1),
-        progress=False, log=lines.append, labels_of=lambda probs: np.ones((4, 4), np.int32))
-    assert "after 4 steps" in lines[0] and res.retried and res.config.warmup == 50
-    assert share == 0.9 and res.stop_reason in ("stable", "max_steps")
+    monkeypatch.setattr(train, "WARMUP_STEPS", 2)
+
+    def retry(budget):
+        shares = iter([0.0, 0.0, 0.9, 0.9])  # first: the look and the kept outputs; the retry
+        monkeypatch.setattr(integrate, "confident_share", lambda probs, ps: next(shares, 0.9))
+        lines = []
+        res, _, share = pipeline.train_confident(
+            small_patches, train.TrainConfig(max_steps=budget, warmup=0, check_every=1),
+            progress=False, log=lines.append, labels_of=lambda probs: np.ones((4, 4), np.int32))
+        assert "after 4 steps" in lines[0] and res.retried and res.config.warmup == 2
+        assert share == 0.9 and res.stop_reason in ("stable", "max_steps")
+        return res
+
     # the second start trains on the rest of the budget: 12 steps in all, at most
+    res = retry(12)
     assert res.config.max_steps == 8 and res.steps <= 8
+    # but never on less than its warm-up and UNSURE_AFTER steps (a small budget)
+    assert retry(7).config.max_steps == 2 + 4
 
 
 def test_confident_share_tells_a_collapsed_training():
