@@ -98,7 +98,8 @@ def real(work: Path, fields=None, clicks: bool = True):
     if not SHARED.exists():
         print(f"skipped: {SHARED} not found", file=sys.stderr)
         return
-    (work / "noclick").mkdir(exist_ok=True)
+    if not clicks:
+        (work / "noclick").mkdir(exist_ok=True)
     for f in sorted((p for p in SHARED.iterdir() if p.is_dir()),
                     key=lambda p: (len(p.name), p.name)):
         if fields and f.name not in fields:

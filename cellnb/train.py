@@ -121,8 +121,8 @@ class TrainConfig:
         (:func:`cellnb.metrics.same_id_iou`) twice in a row and the network
         is confident (measurements: :class:`cellnb.pipeline.StableLabels`).
     max_steps : int
-        Step budget of one training (a start given up as unsure and tried
-        again, :func:`cellnb.pipeline.train_confident`, gets its own). 300:
+        Step budget (a second start after a first one given up as unsure
+        gets the rest of it, :func:`cellnb.pipeline.train_confident`). 300:
         the budget every figure in the README was measured at, and the one
         that bounds ``segment``'s time. With the stable-labels stop no field
         measured needed more (the 12 real Usiigaci fields stopped after
