@@ -24,7 +24,9 @@ no annotated cell is a false positive in every figure.
 
 ``--mask truth`` gives every method the true foreground as its mask: what is left is the
 network's own share of the error (how it splits the foreground into cells). ``--set``
-overrides TrainConfig fields (e.g. beta=3) to compare choices on the same recipe.
+overrides TrainConfig fields (e.g. beta=3) to compare choices on the same recipe;
+``--set seed=K`` also seeds the marker detector of ``--markers image`` (as ``segment --seed K``):
+the spread between seeds is the yardstick for any change.
 
 Rows are printed as measured and the table so far is written to OUT/real_data.{csv,md}
 after each field; the per-method means over fields are printed and written last
@@ -113,8 +115,10 @@ def main():
         truth_fg = f.cells > 0
         t0 = time.perf_counter()
         if a.markers == "image":
+            # `--set seed=K` seeds the detector too, as `segment --seed K` does
             mk, n_bodies = synthetic_nuclei.self_trained_markers(
-                f.images[cell[mods.index("phase")]], return_parts=True)
+                f.images[cell[mods.index("phase")]], seed=over.get("seed", 0),
+                return_parts=True)
             marker_row(set_name, f.name, mk[:n_bodies], f.cells, t0, "phase image: dark bodies",
                        tolerance=3)
             marker_row(set_name, f.name, mk, f.cells, t0,
