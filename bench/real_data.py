@@ -83,7 +83,7 @@ def main():
     data = Path(a.data)
     if not data.is_dir():
         sys.exit(f"no real data at {data} (see the README: ../shared/data)")
-    over = train_overrides(a.set, ap.error)
+    cfg = train.TrainConfig(max_steps=a.steps, **train_overrides(a.set, ap.error))
     out = Path(a.out)
     rows, marker_rows = [], []
 
@@ -117,7 +117,7 @@ def main():
         if a.markers == "image":
             # `--set seed=K` seeds the detector too, as `segment --seed K` does
             mk, n_bodies = synthetic_nuclei.self_trained_markers(
-                f.images[cell[mods.index("phase")]], seed=over.get("seed", 0),
+                f.images[cell[mods.index("phase")]], seed=cfg.seed,
                 return_parts=True)
             marker_row(set_name, f.name, mk[:n_bodies], f.cells, t0, "phase image: dark bodies",
                        tolerance=3)
@@ -134,7 +134,7 @@ def main():
         if not a.no_cnn:
             t0 = time.perf_counter()
             res = pipeline.segment_field(f, cell, markers=mk, mask=cmask,
-                                         config=train.TrainConfig(max_steps=a.steps, **over),
+                                         config=cfg,
                                          progress=False, log=lambda s: None)
             cnn_s = time.perf_counter() - t0 + mask_s
             fit = float(np.mean(res.patches.scale * true_reach(f.cells, mk)
