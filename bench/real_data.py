@@ -18,9 +18,9 @@ instead: precision / recall / F1 of `cellnb.markers.find_markers` against the hu
 itself (`cellnb.synthetic_nuclei.self_trained_markers`, what `segment` does without a
 nucleus image or markers.csv), and every row (CNN and classical) uses those SAME detected
 markers; two markers rows (precision / recall / F1 against the annotated cells: the dark
-bodies alone, and with the self-trained detector's additions) are written per field to
-OUT/real_data_markers.{csv,md}; their seconds are the whole step's. A detected marker with
-no annotated cell is a false positive in every figure.
+bodies alone, and with the self-trained detector's and the rounded cells' additions) are
+written per field to OUT/real_data_markers.{csv,md}; their seconds are the whole step's. A
+detected marker with no annotated cell is a false positive in every figure.
 
 ``--mask truth`` gives every method the true foreground as its mask: what is left is the
 network's own share of the error (how it splits the foreground into cells). ``--set``
@@ -122,7 +122,7 @@ def main():
             marker_row(set_name, f.name, mk[:n_bodies], f.cells, t0, "phase image: dark bodies",
                        tolerance=3)
             marker_row(set_name, f.name, mk, f.cells, t0,
-                       "phase image: bodies + self-trained detector", tolerance=3)
+                       "phase image: bodies + detector + rounded cells", tolerance=3)
         else:
             mk = pipeline.field_markers(f)
         cmask = truth_fg if a.mask == "truth" else \

@@ -128,3 +128,41 @@ def test_phase_image_places_its_own_markers(tmp_path, capsys):
     assert main(["segment", "--image", str(tmp_path / "cells.tif"),
                  "--out", str(tmp_path / "l.tif")]) == 2
     assert "only a phase-contrast --image" in capsys.readouterr().err
+
+
+def test_rounded_cells_are_thick_bright_rings_round_a_dark_centre():
+    """A rounded cell (bright ring, dark centre) is found; a bright ring round bare background,
+    a dark spot in a bright area, a flat cell's thin halo and a rounded cell already marked
+    are not."""
+    rng = np.random.default_rng(0)
+    img = np.full((160, 220), 0.5)
+    rounded = [(40, 40), (120, 125)]
+    for rc in rounded:
+        img[disk(rc, 14)] = 0.95
+        img[disk(rc, 7)] = 0.35
+    img[disk((40, 115), 14)] = 0.95                      # debris round a gap of background
+    img[disk((40, 115), 7)] = 0.5
+    from skimage.draw import ellipse
+    img[ellipse(115, 50, 20, 12)] = 0.75                 # a flat cell: dark body, thin halo
+    img[ellipse(115, 50, 17, 9)] = 0.2
+    img[90:150, 160:215] = 0.95                          # a dark spot in a bright area
+    img[disk((120, 187), 7)] = 0.35
+    img += rng.normal(0, 0.01, img.shape)
+    body = markers.phase_markers(img)
+    assert len(body) == 1 and np.hypot(*(body[0] - [115, 50])) < 5   # no body in a rounded cell
+    found = markers.rounded_cells(img, body)
+    np.testing.assert_allclose(found, rounded, atol=1.0)
+    # a marker already near one: only the other is added, as far from every marker as `spacing`
+    again = markers.rounded_cells(img, np.vstack([body, [[118, 127]]]))
+    np.testing.assert_allclose(again, rounded[:1], atol=1.0)
+    assert len(markers.rounded_cells(img, spacing=200)) == 1         # the second is too close
+    assert len(markers.rounded_cells(img, centre=0.5)) == 3          # the gap, if bare is allowed
+    assert len(markers.rounded_cells(img, fade=1e9)) == 3            # the spot, if no fade
+
+
+@pytest.mark.parametrize("kw,msg", [({"ring": -1}, "ring >= 0"), ({"centre": np.nan}, "finite"), ({"fade": np.nan}, "finite"),
+                                    ({"min_area": 50, "max_area": 10}, "min_area <= max_area"),
+                                    ({"band": 0}, "band >= 1")])
+def test_rounded_cells_bad_parameter(kw, msg):
+    with pytest.raises(InputError, match=msg):
+        markers.rounded_cells(np.random.default_rng(0).normal(size=(40, 40)), **kw)

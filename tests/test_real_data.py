@@ -31,7 +31,7 @@ STEPS = 100
 MASK_FLOOR = 0.66          # measured 0.686, 0.700 since the mask's halo-crest step
 OWN_MARGIN = 0.12          # measured +0.175, now +0.185, over the better classical row, own mask
 SPLIT_TOLERANCE = 0.02     # measured +0.010, now +0.014 over the nearest split of cellnb's mask
-NO_CLICK_MARGIN = 0.047    # CNN AP@0.5 over the best classical row, no clicks, measured on the crop
+NO_CLICK_MARGIN = 0.068    # CNN AP@0.5 over the best classical row, no clicks, measured on the crop
 ONE_CELL = 0.03            # AP@0.5 of the no-click crop when one cell turns from missed into matched
 
 
@@ -117,11 +117,13 @@ def test_no_clicks_on_a_real_crop(tmp_path):
 
     Measured (100-step budget): the dark bodies give 31 markers for 47 annotated cells
     (precision 0.90, recall 0.60, F1 0.72); the self-trained detector adds 4, 3 of them on
-    cells the bodies missed (35 markers: precision 0.89, recall 0.66, F1 0.76). CNN mIOU 0.443 /
-    AP@0.5 0.414 in a fresh process (with the bodies alone: 0.394 / 0.345); the classical rows
-    given the same detected markers in cellnb's mask: seeded watershed 0.432 / 0.367, nearest
-    split 0.417 / 0.344. So the CNN is ahead by 0.047 AP@0.5 (with the bodies alone it was
-    level); asserted: that margin less one cell's worth of AP@0.5 (:data:`ONE_CELL`).
+    cells the bodies missed, and the rounded cells 3 more, all on cells that had none (38
+    markers: precision 0.89, recall 0.72, F1 0.80; 0.76 before the rounded cells). CNN mIOU
+    0.464 / AP@0.5 0.417 in a fresh process (0.443 / 0.414 before the rounded cells, 0.394 /
+    0.345 with the bodies alone); the classical rows given the same detected markers in
+    cellnb's mask: seeded watershed 0.449 / 0.349, nearest split 0.438 / 0.349. So the CNN is
+    ahead by 0.068 AP@0.5 (0.047 before the rounded cells; with the bodies alone it was level);
+    asserted: that margin less one cell's worth of AP@0.5 (:data:`ONE_CELL`).
     """
     f = datasets.load_field(REAL / "set13").crop(slice(256, 768), slice(256, 768))
     res = _segment_crop(tmp_path, "image")
@@ -132,13 +134,14 @@ def test_no_clicks_on_a_real_crop(tmp_path):
     found = metrics.marker_scores(res.markers, f.cells, tolerance=3)
     assert bodies["f1"] > 0.65 and bodies["precision"] > 0.8, bodies
     assert found["tp"] > bodies["tp"] and found["f1"] > bodies["f1"], (bodies, found)
+    assert found["f1"] > 0.77, found          # measured 0.80 (0.76 before the rounded cells)
     cnn = metrics.summarize(f.cells, res.labels)
     rows = [metrics.summarize(f.cells, lab) for lab in (
         baseline.nearest_marker(res.mask, res.markers),
         baseline.propagate(f.stack(["phase"]), res.mask, res.markers))]
     assert cnn["AP50"] >= max(r["AP50"] for r in rows) + NO_CLICK_MARGIN - ONE_CELL, (cnn, rows)
     assert cnn["mIOU"] >= max(r["mIOU"] for r in rows) - SPLIT_TOLERANCE, (cnn, rows)
-    assert cnn["AP50"] > 0.38 and cnn["mIOU"] > 0.41, cnn
+    assert cnn["AP50"] > 0.38 and cnn["mIOU"] > 0.43, cnn
 
 
 @pytest.mark.skipif(not SHARED_FIELDS, reason=f"no Usiigaci fields in {SHARED}")
@@ -168,14 +171,20 @@ def test_phase_markers_find_the_annotated_cells():
 
     Measured (`markers.phase_markers` defaults, tolerance 3 px): bundled set1 F1 0.83, set13 0.82;
     on the 12 shared fields mean F1 0.794 (precision 0.83, recall 0.77), lowest set30 0.70.
+    With `markers.rounded_cells` added to the bodies (defaults): set1 0.86, set13 0.86; shared
+    mean 0.828, up on 11 of the 12 fields and level on set3.
     """
-    f1 = {}
+    f1, rounded = {}, {}
     fields = [REAL / n for n in ("set1", "set13")] + [SHARED / n for n in SHARED_FIELDS]
     for path in fields:
         f = datasets.load_field(path)
-        f1[path.name] = metrics.marker_scores(markers.phase_markers(f.images["phase"]),
-                                              f.cells, tolerance=3)["f1"]
+        body = markers.phase_markers(f.images["phase"])
+        found = np.vstack([body, markers.rounded_cells(f.images["phase"], body)])
+        f1[path.name], rounded[path.name] = (metrics.marker_scores(m, f.cells, tolerance=3)["f1"]
+                                             for m in (body, found))
     assert f1["set1"] > 0.78 and f1["set13"] > 0.78, f1
+    assert rounded["set1"] > 0.84 and rounded["set13"] > 0.84, rounded
     if SHARED_FIELDS:
         shared = [f1[n] for n in SHARED_FIELDS]
         assert np.mean(shared) > 0.77 and min(shared) > 0.65, f1
+        assert np.mean([rounded[n] for n in SHARED_FIELDS]) > np.mean(shared) + 0.02, rounded
