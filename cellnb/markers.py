@@ -311,8 +311,9 @@ def rounded_cells(image, markers=None, spacing: float = 20.0, bright: float = 8.
     Measured on the 12 Usiigaci NIH/3T3 fields of ``../shared/data`` (10x;
     added to the markers of
     :func:`cellnb.synthetic_nuclei.self_trained_markers`, spacing 1.5 median
-    body radii): marker F1 0.809 -> 0.830, precision 0.799 -> 0.800, recall
-    0.829 -> 0.873 (42 markers added, 36 on annotated cells that had none).
+    body radii; ``bench/real_data.py --markers image``): marker F1 0.809 ->
+    0.831, precision 0.799 -> 0.800, recall 0.829 -> 0.873 (42 markers
+    added, 36 on annotated cells that had none).
     The settings lie on a plateau over all 12 fields at once (bright 8-12,
     ring 30-40, centre 0 or -3, spacing 15-20 px, smallest hole 20-40 px:
     F1 0.829-0.831); a ring threshold of 25, a centre of 0 or no `fade`
