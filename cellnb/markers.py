@@ -15,7 +15,9 @@ hand-tuned per dataset.
 Without a nucleus stain, :func:`phase_markers` finds one marker per cell in
 a phase-contrast image itself: its dark cell bodies (darker than the
 background by some noise standard deviations, hysteresis-thresholded),
-one marker at the deepest point of each body.
+one marker at the deepest point of each body; none near a dark structure far
+longer than any cell (:func:`long_dark_structures`: a culture insert's wall,
+a scratch, a fibre).
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from skimage.feature import peak_local_max
 from .io import InputError, check_image, check_markers, normalize
 
 __all__ = ["segment_nuclei", "markers_from_labels", "find_markers", "estimate_nucleus_radius",
-           "detect_blobs", "phase_markers", "rounded_cells"]
+           "detect_blobs", "phase_markers", "long_dark_structures", "rounded_cells"]
 
 
 def _nucleus_plane(image) -> np.ndarray:
@@ -205,7 +207,8 @@ def detect_blobs(image, radius: float, threshold: float = 0.5, min_distance: int
 
 
 def phase_markers(image, low: float = 6.0, high: float = 12.0, closing: int = 3,
-                  min_area: int = 250, return_bodies: bool = False):
+                  min_area: int = 250, length: float = 40.0, clearance: float = 4.0,
+                  return_bodies: bool = False):
     """One marker per cell from a phase-contrast image, without a nucleus stain or clicks.
 
     A phase-contrast cell body (nucleus and thick cytoplasm) is darker than
@@ -216,7 +219,8 @@ def phase_markers(image, low: float = 6.0, high: float = 12.0, closing: int = 3,
     `closing` joins a body broken by its bright nucleoli; bodies smaller than
     `min_area` px are dropped (debris); one marker at each body's deepest
     pixel (the maximum of its distance transform), as the annotators' marker
-    files place them.
+    files place them; no marker within `clearance` median body radii of a
+    dark structure longer than `length` of them (:func:`long_dark_structures`).
 
     Measured on the 12 Usiigaci NIH/3T3 fields of ``../shared/data``
     (10x, cells ~40-150 px long; ``bench/real_data.py``): F1 0.79 against the
@@ -236,6 +240,9 @@ def phase_markers(image, low: float = 6.0, high: float = 12.0, closing: int = 3,
         Radius (px) of the closing that joins pieces of one body; 0 = none.
     min_area : int
         Smallest body (px) that makes a marker.
+    length, clearance : float
+        In median body radii: bodies within `clearance` of a dark structure
+        longer than `length` make no marker (``length=np.inf``: keep all).
     return_bodies : bool
         Also return the bodies (for :func:`cellnb.synthetic_nuclei.self_trained_markers`).
 
@@ -258,7 +265,9 @@ def phase_markers(image, low: float = 6.0, high: float = 12.0, closing: int = 3,
     if closing < 0 or min_area < 1:
         raise InputError(f"phase_markers: closing must be >= 0 and min_area >= 1, got "
                          f"{closing} and {min_area}.")
-    body = filters.apply_hysteresis_threshold(phase_darkness(img), low, high)
+    _check_structure(length, clearance, "phase_markers")
+    dark = filters.apply_hysteresis_threshold(phase_darkness(img), low, high)
+    body = dark
     if closing:
         body = morphology.closing(body, morphology.disk(closing))
     body = morphology.remove_small_holes(body, max_size=min_area - 1)
@@ -273,12 +282,90 @@ def phase_markers(image, low: float = 6.0, high: float = 12.0, closing: int = 3,
                          "markers (a nucleus image or markers.csv).")
     depth = ndi.distance_transform_edt(body)
     mk = np.array(ndi.maximum_position(depth, lab, keep), float).reshape(-1, 2)
+    radius = float(np.sqrt(np.median(area[keep]) / np.pi))
+    near = _near_long(dark, radius, length, clearance)
+    away = ~near[mk[:, 0].astype(int), mk[:, 1].astype(int)]
+    if not away.any():
+        raise InputError("phase-contrast image: every dark cell body lies along a dark structure "
+                         f"longer than {length:g} body radii (an insert's wall, a scratch); "
+                         "crop the image to the cells, pass a larger `length`, or give markers "
+                         "(a nucleus image or markers.csv).")
+    keep, mk = keep[away], mk[away]
     if not return_bodies:
         return mk
     # the kept bodies, numbered as their markers
     index = np.zeros(n + 1, np.int32)
     index[keep] = np.arange(1, len(keep) + 1)
     return mk, index[lab]
+
+
+def _check_structure(length: float, clearance: float, who: str) -> None:
+    if not (length > 0 and np.isfinite(clearance) and clearance >= 0):
+        raise InputError(f"{who}: need length > 0 (np.inf: no structure is too long) and a "
+                         f"finite clearance >= 0, got length={length}, clearance={clearance}.")
+
+
+def _near_long(dark: np.ndarray, radius: float, length: float, clearance: float) -> np.ndarray:
+    """Pixels within ``clearance * radius`` of a component of `dark` longer than ``length * radius``."""
+    lab, _ = ndi.label(dark)
+    extent = np.array([0] + [max(r.stop - r.start, c.stop - c.start)
+                             for r, c in ndi.find_objects(lab)])
+    long = (extent > length * radius)[lab]
+    if not long.any():
+        return long
+    return ndi.distance_transform_edt(~long) <= clearance * radius
+
+
+def long_dark_structures(image, radius: float, length: float = 40.0, clearance: float = 4.0,
+                         low: float = 6.0, high: float = 12.0) -> np.ndarray:
+    """Where a phase-contrast image has a dark structure far longer than any cell.
+
+    The wall of a culture insert, a scratch or a fibre is darker than the
+    background, as a cell body is, but runs straight across much of the
+    field: a dark region (the hysteresis threshold of :func:`phase_markers`)
+    whose bounding box is longer than `length` median body radii. Markers
+    within `clearance` radii of one sit on the artefact or its out-of-focus
+    band, not on a cell. A cell's dark body spans a few radii, and touching
+    cells' bodies joined in a confluent field at most 25 (Usiigaci set13).
+
+    Measured on the 12 Usiigaci NIH/3T3 fields of ``../shared/data`` (10x,
+    body radius 12-15 px): only the insert walls along the edge of set30 and
+    set40 (72-75 radii, and a 42-radius edge of the same wall on set40) are
+    longer than 40; the markers of
+    :func:`cellnb.synthetic_nuclei.self_trained_markers` near them drop from
+    both fields, 8 false and 1 true (clearance 3, 4 or 5 alike).
+
+    Parameters
+    ----------
+    image : array_like, shape (H, W)
+        Phase-contrast image, raw or normalised (cells dark, halo bright).
+    radius : float
+        The median cell body radius (px), e.g. from :func:`phase_markers`'
+        bodies.
+    length, clearance : float
+        In body radii: how long a dark structure must be, and how far from
+        it a pixel is still near.
+    low, high : float
+        Hysteresis thresholds of the darkness (noise standard deviations).
+
+    Returns
+    -------
+    ndarray of bool, shape (H, W)
+        True near such a structure (all False where there is none).
+
+    Raises
+    ------
+    InputError
+        For a bad image or parameter.
+    """
+    from .mask import phase_darkness
+    img = check_image(image, name="phase-contrast image", allow_channels=False)
+    _check_structure(length, clearance, "long_dark_structures")
+    if not (np.isfinite(radius) and radius > 0 and 0 < low <= high):
+        raise InputError(f"long_dark_structures: need radius > 0 and 0 < low <= high, got "
+                         f"radius={radius}, low={low}, high={high}.")
+    dark = filters.apply_hysteresis_threshold(phase_darkness(img), low, high)
+    return _near_long(dark, float(radius), length, clearance)
 
 
 def rounded_cells(image, markers=None, spacing: float = 20.0, bright: float = 8.0,

@@ -464,14 +464,21 @@ class _PhaseBodies:
     bodies: np.ndarray      # body k + 1 = marker k, (H, W) int
     radius: float           # median body radius, px
     scale: float            # working scale: the median body radius becomes DETECTOR_BODY_RADIUS
+    artefact: np.ndarray    # near a dark structure longer than any cell: no marker, (H, W) bool
 
     @classmethod
     def of(cls, img: np.ndarray) -> "_PhaseBodies":
-        from .markers import phase_markers
+        from .markers import long_dark_structures, phase_markers
         mk, bodies = phase_markers(img, return_bodies=True)
         radius = float(np.sqrt(np.median(np.bincount(bodies.ravel())[1:]) / np.pi))
         return cls(normalize(img), mk, bodies, radius,
-                   float(np.clip(DETECTOR_BODY_RADIUS / radius, 0.25, 1.0)))
+                   float(np.clip(DETECTOR_BODY_RADIUS / radius, 0.25, 1.0)),
+                   long_dark_structures(img, radius))
+
+    def away(self, points: np.ndarray) -> np.ndarray:
+        """`points` (K, 2) not near a long dark structure (see :func:`long_dark_structures`)."""
+        rc = np.round(points).astype(int).reshape(-1, 2)
+        return points[~self.artefact[rc[:, 0], rc[:, 1]]]
 
     def too_small(self, tile: int) -> bool:
         return min(self.norm.shape) * self.scale < tile
@@ -512,7 +519,8 @@ def _detect(parts: _PhaseBodies, detector) -> np.ndarray:
     shape = np.array(parts.norm.shape)
     found = np.clip((peaks + 0.5) / parts.scale - 0.5, 0, shape - 1)
     rc = np.round(found).astype(int)
-    found = found[~ndi.binary_dilation(parts.bodies > 0, iterations=3)[rc[:, 0], rc[:, 1]]]
+    found = parts.away(found[~ndi.binary_dilation(parts.bodies > 0, iterations=3)[rc[:, 0],
+                                                                                 rc[:, 1]]])
     mk = parts.markers
     if len(found):
         found = found[cKDTree(mk).query(found)[0] >= DETECTOR_SPACING * parts.radius]
@@ -537,6 +545,9 @@ def self_trained_markers(image, seed: int = 0, progress: bool = False,
     centre, no dark body, so neither step finds them;
     :func:`cellnb.markers.rounded_cells`) farther than
     :data:`ROUNDED_SPACING` median body radii from every marker are added.
+    No marker, of any of the three kinds, lies within 4 median body radii
+    of a dark structure longer than 40 of them
+    (:func:`cellnb.markers.long_dark_structures`: a culture insert's wall).
 
     Measured on the 12 Usiigaci NIH/3T3 fields of ``../shared/data``
     (``bench/real_data.py --markers image``): F1 0.794 -> 0.809 against the
@@ -600,7 +611,8 @@ def self_trained_markers(image, seed: int = 0, progress: bool = False,
             detector = _train_detector(parts, cfg, progress).model
     if detector is not None:
         out = _detect(parts, detector)
-    out = np.vstack([out, rounded_cells(parts.norm, out, ROUNDED_SPACING * parts.radius)])
+    out = np.vstack([out, parts.away(rounded_cells(parts.norm, out,
+                                                   ROUNDED_SPACING * parts.radius))])
     return (out, len(parts.markers)) if return_parts else out
 
 

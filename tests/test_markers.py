@@ -160,6 +160,61 @@ def test_rounded_cells_are_thick_bright_rings_round_a_dark_centre():
     assert len(markers.rounded_cells(img, fade=1e9)) == 3            # the spot, if no fade
 
 
+def test_no_marker_along_a_dark_structure_longer_than_any_cell():
+    """A culture insert's wall runs dark across the field: neither it nor a body beside it is a
+    cell; cells away from it keep their markers."""
+    rng = np.random.default_rng(0)
+    cells = [(50, c, 11, 11) for c in range(60, 600, 110)]
+    beside = (140, 300, 11, 11)                  # 25 px (~2 body radii) from the wall
+    img = _phase_like(rng, cells + [beside], shape=(200, 640))
+    img[170:178, :] = 0.1                         # the wall, 640 px long (> 40 body radii)
+    m = markers.phase_markers(img)
+    assert len(m) == len(cells)
+    assert np.all(m[:, 0] < 80)                   # one per cell; none beside or on the wall
+    near = markers.long_dark_structures(img, radius=11.0)
+    assert near[174].all() and near[140, 300] and not near[50].any()
+    # a structure as long as the field is only "long" next to small cells
+    assert not markers.long_dark_structures(img, radius=20.0).any()
+    everything = markers.phase_markers(img, length=np.inf)
+    assert len(everything) > len(cells) and np.any(np.hypot(*(everything - [140, 300]).T) < 5)
+    assert not markers.long_dark_structures(_phase_like(rng, cells, shape=(200, 640)), 11.0).any()
+
+
+def test_self_trained_markers_add_no_rounded_cell_beside_the_wall():
+    """The additions (here the rounded cells: the image is too small for the detector) keep the
+    bodies' clearance from a long dark structure."""
+    from cellnb.synthetic_nuclei import self_trained_markers
+    rng = np.random.default_rng(1)
+    cells = [(40, c, 11, 11) for c in range(60, 600, 110)]
+    img = _phase_like(rng, cells, shape=(160, 640))
+    img[130:138, :] = 0.1
+    rounded = [(85, 115), (112, 450)]           # a rounded cell far from the wall, one beside it
+    for rc in rounded:
+        img[disk(rc, 14)] = 0.95
+        img[disk(rc, 7)] = 0.35
+    lines = []
+    found = self_trained_markers(img, log=lines.append)
+    assert "rounded cells alone" in lines[0]
+    bodies = markers.phase_markers(img)
+    assert len(found) == len(cells) + 1 and len(bodies) == len(cells)
+    np.testing.assert_allclose(found[-1], rounded[0], atol=1.0)
+    # without the wall's clearance, both would be added
+    np.testing.assert_allclose(markers.rounded_cells(img, bodies), rounded, atol=1.0)
+
+
+@pytest.mark.parametrize("kw,msg", [({"length": 0}, "length > 0"),
+                                    ({"clearance": -1}, "clearance >= 0"),
+                                    ({"clearance": np.nan}, "finite clearance")])
+def test_long_dark_structures_bad_parameter(kw, msg):
+    img = np.random.default_rng(0).normal(size=(40, 40))
+    with pytest.raises(InputError, match=msg):
+        markers.long_dark_structures(img, 10.0, **kw)
+    with pytest.raises(InputError, match=msg):
+        markers.phase_markers(img, **kw)
+    with pytest.raises(InputError, match="radius > 0"):
+        markers.long_dark_structures(img, 0.0)
+
+
 @pytest.mark.parametrize("kw,msg", [({"ring": -1}, "ring >= 0"), ({"centre": np.nan}, "finite"), ({"fade": np.nan}, "finite"),
                                     ({"min_area": 50, "max_area": 10}, "min_area <= max_area"),
                                     ({"band": 0}, "band >= 1")])
