@@ -288,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--nucleus", help="nucleus image: one marker per nucleus")
     g.add_argument("--phase", help="phase-contrast cell image: one marker per cell, from its "
-                   "dark bodies and a detector trained on them (~40 s per 1024 px field)")
+                   "dark bodies and a detector trained on them (~20-35 s per 1024 px field)")
     p.add_argument("--out", required=True)
     p.add_argument("--sigma", type=float, default=1.0)
     p.add_argument("--save-detector", metavar="DET.keras",
@@ -297,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "the other frames of a time-lapse)")
     p.add_argument("--detector", metavar="DET.keras",
                    help="with --phase: apply this saved marker detector instead of training "
-                        "one (the 35-60 s of training are skipped)")
+                        "one (the 20-35 s of training are skipped)")
     p.add_argument("--seed", type=int, default=0, help="seeds the marker detector's training")
     p.set_defaults(func=_cmd_markers)
 
