@@ -391,7 +391,8 @@ def synthetic_markers(prob, radius: float | None = None, threshold: float = 0.2,
 #: (prior 0.05). Against the earlier 300 steps at 1e-3, whole no-click bench on the 12
 #: Usiigaci fields (README): marker F1 0.835 -> 0.841 (fewer, surer additions: precision
 #: 0.807 -> 0.834, recall 0.873 -> 0.857), AP@0.5 0.434 -> 0.456, mIOU 0.548 -> 0.545, the
-#: marker step ~35 s instead of 65-100 s per field on the slower 2-core machine. Earlier, 150
+#: marker step ~35 s instead of 65-100 s per field on the slower 2-core machine; markers alone
+#: with seed 1, F1 0.837 against 0.831 (seed 0: 0.841 against 0.835). Earlier, 150
 #: steps at 1e-3 gave marker F1 0.805 against 0.809 (before the rounded cells); with a
 #: variant of the bodies' markers (measured, not taken: README) 0.816 against 0.809, but fewer
 #: additions on the sparse fields: no-click mIOU 0.527 -> 0.517 (set30 0.458 -> 0.410). Two
