@@ -46,7 +46,7 @@ def test_notebooks_04_05_06_train_integrate_evaluate(tmp_path):
                "06_evaluate:\n  configs: [fluorescence, fluorescence+nucleus]\n"
                "  agreement_pair: [fluorescence, fluorescence+nucleus]\n"
                "  unseen_model_field: field_03\n  unseen_fields: [field_02]\n"
-               "  unseen_config: fluorescence\n  worst_n: 3\n")
+               "  unseen_config: fluorescence\n  unseen_own_model: true\n  worst_n: 3\n")
     rows = _table(out / "tables" / "04_train.csv")
     assert rows[0]["inputs"] == "fluorescence+nucleus" and int(rows[0]["steps"]) == 6
     assert (out / "models" / "field_03__fluorescence+nucleus.keras").exists()
@@ -70,7 +70,10 @@ def test_notebooks_04_05_06_train_integrate_evaluate(tmp_path):
     agree = _table(out / "tables" / "06_agreement.csv")
     assert 0 < float(agree[0]["agreement_mIOU"]) <= 1
     unseen = _table(out / "tables" / "06_unseen.csv")
-    assert [r["field"] for r in unseen] == ["field_02", "field_02"]
+    assert [r["field"] for r in unseen] == ["field_02"] * 3
+    assert [r["model"] for r in unseen] == ["model of field_03 (unseen)",
+                                            "classical: seeded watershed, cellnb mask", "own model"]
+    assert all(0 < float(r["mIOU"]) < 1 for r in unseen)
     assert (out / "labels" / "field_02__fluorescence__model-field_03.tif").exists()
     assert (out / "figures" / "06_iou_histogram_field_03.png").exists()
     assert (out / "figures" / "06_worst_cells_field_03.png").exists()
