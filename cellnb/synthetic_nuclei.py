@@ -563,7 +563,9 @@ def self_trained_markers(image, seed: int = 0, progress: bool = False,
     0.873, precision 0.800) and ``segment``'s mIOU / AP@0.5 to 0.544 / 0.427
     (from 0.528 / 0.419); kept clear of the insert walls, F1 0.835 and
     0.548 / 0.434; with the detector's shorter, faster schedule
-    (:data:`DETECTOR`), F1 0.841 and 0.545 / 0.456. About 20-35 s per
+    (:data:`DETECTOR`), F1 0.841 and 0.545 / 0.456; with one cell's split
+    bodies joined (:func:`cellnb.markers.join_split_bodies`), F1 0.844
+    (precision 0.853, recall 0.842) and 0.542 / 0.475. About 20-35 s per
     1022 x 1024 field on 2 CPU cores. The settings were chosen once over all 12 fields, for images at
     that magnification (the scale follows the body size).
 

@@ -221,3 +221,43 @@ def test_long_dark_structures_bad_parameter(kw, msg):
 def test_rounded_cells_bad_parameter(kw, msg):
     with pytest.raises(InputError, match=msg):
         markers.rounded_cells(np.random.default_rng(0).normal(size=(40, 40)), **kw)
+
+
+def test_one_cells_split_body_makes_one_marker_two_touching_cells_two():
+    """A cell whose dark body fell apart (two dark parts, grey cytoplasm between) gets one
+    marker; two touching cells as far apart, a bright halo between them, keep two."""
+    from skimage.draw import ellipse
+    rng = np.random.default_rng(0)
+    img = np.full((120, 260), 0.5)
+    img[ellipse(40, 60, 18, 45)] = 0.46                  # one cell's grey cytoplasm ...
+    for c in (43, 77):                                   # ... round two dark parts, 14 px apart
+        img[disk((40, c), 10)] = 0.2
+    for c in (163, 197):                                 # two cells, each body in its own halo
+        img[ellipse(40, c, 16, 16)] = 0.75
+        img[disk((40, c), 10)] = 0.2
+    img[ellipse(95, 130, 14, 60)] = 0.46                 # one long cell, its parts 4 radii apart
+    for c in (90, 170):
+        img[disk((95, c), 10)] = 0.2
+    img += rng.normal(0, 0.01, img.shape)
+    split = markers.phase_markers(img, join=0)
+    assert len(split) == 6
+    m, bodies = markers.phase_markers(img, return_bodies=True)
+    assert len(m) == 5 and bodies.max() == 5
+    assert np.sum(np.abs(m[:, 0] - 40) < 3) == 3          # the split cell once, the pair twice
+    assert bodies[40, 43] == bodies[40, 77] > 0           # one body, its marker on a part
+    assert bodies[40, 163] != bodies[40, 197]
+    assert bodies[95, 90] != bodies[95, 170]              # farther apart than `join`: two
+    assert len(markers.phase_markers(img, join=5)) == 4   # a longer reach joins those too
+    assert len(markers.phase_markers(img, halo=1e9)) == 4  # and with no halo test, the pair
+    for k in range(1, 6):                                 # markers numbered as their bodies
+        assert bodies[int(m[k - 1, 0]), int(m[k - 1, 1])] == k
+
+
+@pytest.mark.parametrize("kw,msg", [({"join": -1}, "join >= 0"), ({"join": np.nan}, "finite join"),
+                                    ({"halo": np.inf}, "finite halo")])
+def test_join_split_bodies_bad_parameter(kw, msg):
+    img = _phase_like(np.random.default_rng(1), [(30, 30, 10, 10)], shape=(60, 60))
+    with pytest.raises(InputError, match=msg):
+        markers.phase_markers(img, **kw)
+    with pytest.raises(InputError, match="differ in shape"):
+        markers.join_split_bodies(np.zeros((1, 2)), np.zeros((5, 5), int), np.zeros((4, 4)), 3.0)
