@@ -315,6 +315,11 @@ def _check_join(join: float, halo: float, who: str) -> None:
                          f"halo={halo}.")
 
 
+#: a body marker lies at most this many median body radii from its body's far end (only bounds
+#: the pairs :func:`join_split_bodies` looks at: a body elongated 3:1 reaches ~1.7 radii)
+_BODY_SPAN = 3.0
+
+
 def join_split_bodies(markers, bodies, darkness, radius: float, join: float = 2.0,
                       halo: float = 10.0):
     """Join the dark bodies of one phase-contrast cell into one body and one marker.
@@ -362,6 +367,8 @@ def join_split_bodies(markers, bodies, darkness, radius: float, join: float = 2.
     bodies : ndarray of int32, shape (H, W)
         The joined bodies, numbered as the returned markers.
     """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
     from scipy.spatial import cKDTree
     mk = np.asarray(markers, float).reshape(-1, 2)
     bod = np.asarray(bodies)
@@ -369,40 +376,26 @@ def join_split_bodies(markers, bodies, darkness, radius: float, join: float = 2.
         raise InputError(f"join_split_bodies: bodies {bod.shape} and darkness "
                          f"{np.shape(darkness)} differ in shape.")
     _check_join(join, halo, "join_split_bodies")
-    group = np.arange(len(mk))
-
-    def root(k):
-        while group[k] != k:
-            k = group[k]
-        return k
-
+    pairs = []
     if join > 0 and len(mk) > 1:
-        for a, b in sorted(cKDTree(mk).query_pairs(join * radius + 2 * _BODY_SPAN * radius)):
+        for a, b in cKDTree(mk).query_pairs(join * radius + 2 * _BODY_SPAN * radius):
             n = int(np.ceil(np.linalg.norm(mk[a] - mk[b]))) + 1
             rr, cc = np.round(mk[a][None] + np.linspace(0, 1, n)[:, None]
                               * (mk[b] - mk[a])[None]).astype(int).T
             gap = (bod[rr, cc] != a + 1) & (bod[rr, cc] != b + 1)
             if gap.sum() < join * radius and (not gap.any() or darkness[rr, cc][gap].min() > -halo):
-                ra, rb = root(a), root(b)
-                group[max(ra, rb)] = min(ra, rb)
-    roots = np.array([root(k) for k in range(len(mk))])
-    first = np.unique(roots)
-    if len(first) == len(mk):
+                pairs.append((a, b))
+    if not pairs:
         return mk, bod.astype(np.int32)
-    depth = ndi.distance_transform_edt(bod > 0)
-    deepest = {}
-    for k, r in enumerate(roots):
-        d = depth[int(mk[k, 0]), int(mk[k, 1])]
-        if r not in deepest or d > deepest[r][0]:
-            deepest[r] = (d, k)
-    new = np.zeros(len(mk) + 1, np.int32)
-    new[1:] = np.searchsorted(first, roots) + 1
-    return mk[[deepest[r][1] for r in first]], new[bod]
-
-
-#: a body marker lies at most this many median body radii from its body's far end (only bounds
-#: the pairs :func:`join_split_bodies` looks at: a body elongated 3:1 reaches ~1.7 radii)
-_BODY_SPAN = 3.0
+    a, b = np.array(pairs).T
+    # groups numbered in the order of their first bodies
+    _, group = connected_components(coo_matrix((np.ones(len(a)), (a, b)), shape=(len(mk),) * 2),
+                                    directed=False)
+    depth = ndi.distance_transform_edt(bod > 0)[mk[:, 0].astype(int), mk[:, 1].astype(int)]
+    # each group's deepest body (the first of equals), found by sorting on (group, -depth)
+    order = np.lexsort((np.arange(len(mk)), -depth, group))
+    keep = order[np.r_[True, np.diff(group[order]) > 0]]
+    return mk[keep], np.r_[0, group + 1].astype(np.int32)[bod]
 
 
 def _check_structure(length: float, clearance: float, who: str) -> None:
