@@ -498,10 +498,12 @@ class _PhaseBodies:
     def too_small(self, tile: int) -> bool:
         return min(self.norm.shape) * self.scale < tile
 
-    def working_image(self) -> np.ndarray:
+    def working(self) -> tuple[np.ndarray, np.ndarray]:
+        """The image (h, w) and the body markers (N, 2) at the working scale."""
         from .patches import to_scale
-        x = to_scale(self.norm.astype(np.float32)[..., None], None, self.markers, self.scale)[0]
-        return x[..., 0]
+        x, _, mk = to_scale(self.norm.astype(np.float32)[..., None], None, self.markers,
+                            self.scale)
+        return x[..., 0], mk
 
 
 def _detector_config(config: NucleusConfig | None, seed: int) -> NucleusConfig:
@@ -527,12 +529,11 @@ def _detect(parts: _PhaseBodies, detector) -> np.ndarray:
         raise InputError(f"the marker detector takes one phase-contrast channel; this model "
                          f"takes {detector.input_shape[-1]}: pass a detector saved by "
                          "train_marker_detector (cellnb markers --save-detector).")
-    prob = predict_nuclei(detector, parts.working_image())
-    smooth = ndi.gaussian_filter(prob, DETECTOR_SMOOTH)
+    image, taught = parts.working()
+    smooth = ndi.gaussian_filter(predict_nuclei(detector, image), DETECTOR_SMOOTH)
     shape = np.array(parts.norm.shape)
     # the detector's own answer at the centres it was taught sets its cut (DETECTOR_THRESHOLD)
-    at = np.clip(np.round((parts.markers + 0.5) * parts.scale - 0.5).astype(int), 0,
-                 np.array(smooth.shape) - 1)
+    at = np.round(taught).astype(int)
     cut = max(DETECTOR_FLOOR, DETECTOR_THRESHOLD * float(np.median(smooth[at[:, 0], at[:, 1]])))
     peaks = peak_local_max(smooth, min_distance=5, threshold_abs=cut, exclude_border=False)
     found = np.clip((peaks + 0.5) / parts.scale - 0.5, 0, shape - 1)
