@@ -30,7 +30,7 @@ from .io import InputError, check_image, check_markers, normalize
 
 __all__ = ["segment_nuclei", "markers_from_labels", "find_markers", "estimate_nucleus_radius",
            "detect_blobs", "phase_markers", "join_split_bodies", "long_dark_structures",
-           "rounded_cells"]
+           "rounded_cells", "body_depth"]
 
 
 def _nucleus_plane(image) -> np.ndarray:
@@ -207,6 +207,28 @@ def detect_blobs(image, radius: float, threshold: float = 0.5, min_distance: int
     return pk.astype(float).reshape(-1, 2)
 
 
+def body_depth(body) -> np.ndarray:
+    """Distance (px) of each body pixel to the nearest pixel outside the body or the image.
+
+    A body cut by the image's edge is deepest inside the image, not on the
+    edge: :func:`scipy.ndimage.distance_transform_edt` alone sees no
+    background beyond the edge, so the deepest pixel of a cut body lay on the
+    last row or column, in the background just beyond the annotated cell
+    (15 of the 138 annotated cells without a marker on the 12 Usiigaci fields
+    had their marker there, 1-6 px outside the cell).
+
+    Parameters
+    ----------
+    body : ndarray of bool, shape (H, W)
+
+    Returns
+    -------
+    ndarray of float64, shape (H, W)
+        0 outside the bodies.
+    """
+    return ndi.distance_transform_edt(np.pad(np.asarray(body, bool), 1))[1:-1, 1:-1]
+
+
 def phase_markers(image, low: float = 6.0, high: float = 12.0, closing: int = 3,
                   min_area: int = 250, length: float = 40.0, clearance: float = 4.0,
                   join: float = 2.0, halo: float = 10.0, return_bodies: bool = False):
@@ -290,7 +312,7 @@ def phase_markers(image, low: float = 6.0, high: float = 12.0, closing: int = 3,
                          f"background by {high} noise standard deviations and {min_area} px "
                          "large); check that it is phase contrast with dark cells, or give "
                          "markers (a nucleus image or markers.csv).")
-    depth = ndi.distance_transform_edt(body)
+    depth = body_depth(body)
     mk = np.array(ndi.maximum_position(depth, lab, keep), float).reshape(-1, 2)
     radius = float(np.sqrt(np.median(area[keep]) / np.pi))
     near = _near_long(dark, radius, length, clearance)
@@ -391,7 +413,7 @@ def join_split_bodies(markers, bodies, darkness, radius: float, join: float = 2.
     # groups numbered in the order of their first bodies
     _, group = connected_components(coo_matrix((np.ones(len(a)), (a, b)), shape=(len(mk),) * 2),
                                     directed=False)
-    depth = ndi.distance_transform_edt(bod > 0)[mk[:, 0].astype(int), mk[:, 1].astype(int)]
+    depth = body_depth(bod > 0)[mk[:, 0].astype(int), mk[:, 1].astype(int)]
     # each group's deepest body (the first of equals), found by sorting on (group, -depth)
     order = np.lexsort((np.arange(len(mk)), -depth, group))
     keep = order[np.r_[True, np.diff(group[order]) > 0]]
@@ -467,6 +489,34 @@ def long_dark_structures(image, radius: float, length: float = 40.0, clearance: 
     return _near_long(dark, float(radius), length, clearance)
 
 
+def _rounded_holes(img: np.ndarray, bright: float = 8.0, ring: float = 35.0,
+                   centre: float = -3.0, fade: float = 25.0, band: int = 6,
+                   min_area: int = 20, max_area: int = 3000):
+    """The rounded cells of :func:`rounded_cells` (its parameters), with their areas.
+
+    Yields ``(centroid, box, area)``: the hole's centroid (row, col), a tuple
+    of slices round it, and within that box the bool area of the whole cell:
+    the hole and the bright pixels up to `band` px out of it (the thick ring),
+    holes filled.
+    """
+    from .mask import phase_darkness
+    level = -phase_darkness(img)
+    lit = level > bright
+    holes, _ = ndi.label(ndi.binary_fill_holes(lit) & ~lit)
+    for p in measure.regionprops(holes):
+        if not min_area <= p.area <= max_area:
+            continue
+        box = tuple(slice(max(lo - 3 * band - 3, 0), hi + 3 * band + 3)
+                    for lo, hi in zip(p.bbox[:2], p.bbox[2:]))
+        out = ndi.distance_transform_edt(holes[box] != p.label)
+        hole, rim = out == 0, (out > 0) & (out <= band)
+        beyond = (out > 2 * band) & (out <= 3 * band)
+        if (np.median(level[box][hole]) > centre or lit[box][rim].mean() < 0.9
+                or np.median(level[box][rim]) < ring or np.median(level[box][beyond]) > fade):
+            continue
+        yield p.centroid, box, ndi.binary_fill_holes(hole | (lit[box] & (out <= band)))
+
+
 def rounded_cells(image, markers=None, spacing: float = 20.0, bright: float = 8.0,
                   ring: float = 35.0, centre: float = -3.0, fade: float = 25.0, band: int = 6,
                   min_area: int = 20, max_area: int = 3000) -> np.ndarray:
@@ -537,7 +587,6 @@ def rounded_cells(image, markers=None, spacing: float = 20.0, bright: float = 8.
     InputError
         For a bad image or parameter.
     """
-    from .mask import phase_darkness
     img = check_image(image, name="phase-contrast image", allow_channels=False)
     numbers = (spacing, bright, ring, centre, fade)
     if (not all(np.isfinite(numbers)) or min(spacing, bright, ring) < 0 or band < 1
@@ -548,23 +597,11 @@ def rounded_cells(image, markers=None, spacing: float = 20.0, bright: float = 8.
                          f"band={band}, min_area={min_area}, max_area={max_area}.")
     given = (check_markers(markers, img.shape) if markers is not None and np.size(markers)
              else np.zeros((0, 2)))
-    level = -phase_darkness(img)
-    lit = level > bright
-    holes, _ = ndi.label(ndi.binary_fill_holes(lit) & ~lit)
     found: list[tuple[float, float]] = []
-    for p in measure.regionprops(holes):
-        if not min_area <= p.area <= max_area:
-            continue
-        box = tuple(slice(max(lo - 3 * band - 3, 0), hi + 3 * band + 3)
-                    for lo, hi in zip(p.bbox[:2], p.bbox[2:]))
-        out = ndi.distance_transform_edt(holes[box] != p.label)
-        hole, rim = out == 0, (out > 0) & (out <= band)
-        beyond = (out > 2 * band) & (out <= 3 * band)
-        if (np.median(level[box][hole]) > centre or lit[box][rim].mean() < 0.9
-                or np.median(level[box][rim]) < ring or np.median(level[box][beyond]) > fade):
-            continue
+    for centroid, _, _ in _rounded_holes(img, bright, ring, centre, fade, band, min_area,
+                                         max_area):
         near = np.vstack([given, np.array(found).reshape(-1, 2)])
-        if len(near) and np.hypot(*(near - p.centroid).T).min() < spacing:
+        if len(near) and np.hypot(*(near - centroid).T).min() < spacing:
             continue
-        found.append(p.centroid)
+        found.append(centroid)
     return np.array(found, float).reshape(-1, 2)

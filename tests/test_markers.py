@@ -86,6 +86,21 @@ def test_phase_markers_one_per_body_and_no_debris():
         assert np.min(np.hypot(m[:, 0] - r, m[:, 1] - c)) <= abs(a - b) / 2 + 1.5
 
 
+def test_a_body_cut_by_the_image_edge_has_its_marker_inside():
+    """The deepest point of a body the edge cuts lies inside the image, not on the edge."""
+    rng = np.random.default_rng(1)
+    bodies = [(0, 60, 14, 14), (80, 159, 12, 20), (90, 60, 12, 12)]   # cut at the top, right
+    img = _phase_like(rng, bodies)
+    m = markers.phase_markers(img, min_area=100)
+    assert len(m) == 3
+    top = m[np.argmin(m[:, 0])]
+    right = m[np.argmax(m[:, 1])]
+    assert 4 <= top[0] <= 10 and abs(top[1] - 60) <= 3      # ~ half the body's 14 px depth
+    assert 150 <= right[1] <= 155                            # ~ half its 12 px depth
+    depth = markers.body_depth(np.ones((5, 7), bool))
+    assert depth[0].max() == 1 and depth[2, 3] == 3         # the image's outside is outside
+
+
 @pytest.mark.parametrize("bad,kw,msg", [
     (0.5 + np.random.default_rng(2).normal(0, 0.01, (60, 60)), {}, "no cell body"),
     (np.full((60, 60), 0.5), {}, "constant"),
