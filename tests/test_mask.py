@@ -184,6 +184,37 @@ def test_halo_crest_moves_the_border_onto_the_bright_halo():
         mask.halo_crest(thin[:50], img)
 
 
+def test_halo_rings_give_a_marked_rounded_cell_its_whole_ring():
+    """A rounded cell is its grey centre and its thick bright ring (annotators draw the ring's
+    outer edge); an unmarked one, a bright ring round bare background and a flat cell's thin
+    halo add nothing."""
+    from skimage.draw import disk as draw_disk, ellipse
+    yy, xx = np.mgrid[:160, :220]
+    img = np.full((160, 220), 0.5)
+    for rc in [(40, 40), (120, 125)]:                    # two rounded cells
+        img[draw_disk(rc, 14)] = 0.95
+        img[draw_disk(rc, 7)] = 0.35
+    img[draw_disk((40, 115), 14)] = 0.95                 # debris round a gap of background
+    img[draw_disk((40, 115), 7)] = 0.5
+    img[ellipse(115, 50, 20, 12)] = 0.75                 # a flat cell: dark body, thin halo
+    img[ellipse(115, 50, 17, 9)] = 0.2
+    img += np.random.default_rng(0).normal(0, 0.01, img.shape)
+    centres = np.zeros(img.shape, bool)                  # a mask up to the ring's inside only
+    for rc in [(40, 40), (120, 125), (40, 115)]:
+        centres[draw_disk(rc, 8)] = True
+    centres[ellipse(115, 50, 18, 10)] = True
+    marks = np.array([[40.0, 40.0], [40.0, 115.0], [115.0, 50.0]])   # the second cell unmarked
+    out = mask.halo_rings(centres, img, marks)
+    whole = np.hypot(yy - 40, xx - 40) < 14
+    assert mask_iou(out & (xx < 80) & (yy < 80), whole) > 0.75       # 6 px of a 7-px ring
+    assert mask_iou(centres & (xx < 80) & (yy < 80), whole) < 0.4
+    rest = ~((xx < 80) & (yy < 80))
+    assert np.array_equal(out[rest], centres[rest])      # the others are left as they were
+    assert out is not centres and not out[40, 29] == centres[40, 29]
+    with pytest.raises(InputError, match="differs from the image shape"):
+        mask.halo_rings(centres[:50], img, marks)
+
+
 def test_halo_basins_give_a_missed_marked_cell_the_area_inside_its_halo():
     # two cells: one the mask holds, one (a rounded cell: grey centre, bright ring at radius 14)
     # the mask misses although it is marked
