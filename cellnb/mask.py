@@ -469,6 +469,16 @@ def _halo_ridge(img: np.ndarray) -> np.ndarray:
     return sato(np.asarray(img, np.float64), sigmas=[1, 2], black_ridges=False)
 
 
+def _mask_and_phase(mask, image, who: str) -> tuple[np.ndarray, np.ndarray]:
+    """A mask and its phase-contrast image as (bool, float64) planes of the same shape."""
+    m = np.asarray(mask, bool)
+    img = _as_plane(image, "phase image").astype(np.float64)
+    if img.shape != m.shape:
+        raise InputError(f"{who}: mask shape {m.shape} differs from the image shape "
+                         f"{img.shape}; use the mask made from this image.")
+    return m, img
+
+
 def halo_crest(mask, image, inside: int = CREST_INSIDE, outside: int = CREST_OUTSIDE
                ) -> np.ndarray:
     """Move a phase-contrast mask's border onto the crest of the bright halo nearby.
@@ -498,14 +508,10 @@ def halo_crest(mask, image, inside: int = CREST_INSIDE, outside: int = CREST_OUT
     """
     from skimage.morphology import disk, skeletonize
     from skimage.segmentation import watershed
-    m = np.asarray(mask, bool)
     if inside < 1 or outside < 1:
         raise InputError(f"halo_crest: inside and outside must be >= 1 px, got {inside} and "
                          f"{outside}.")
-    img = _as_plane(image, "phase image")
-    if img.shape != m.shape:
-        raise InputError(f"halo_crest: mask shape {m.shape} differs from the image shape "
-                         f"{img.shape}; use the mask made from this image.")
+    m, img = _mask_and_phase(mask, image, "halo_crest")
     if not m.any():
         return m
     ridge = _halo_ridge(img)
@@ -554,11 +560,7 @@ def halo_basins(mask, image, markers, reach: float) -> np.ndarray:
         `mask` with the basins added (a new array).
     """
     from skimage.segmentation import watershed
-    m = np.asarray(mask, bool)
-    img = _as_plane(image, "phase image").astype(np.float64)
-    if img.shape != m.shape:
-        raise InputError(f"halo_basins: mask shape {m.shape} differs from the image shape "
-                         f"{img.shape}; use the mask made from this image.")
+    m, img = _mask_and_phase(mask, image, "halo_basins")
     if not (np.isfinite(reach) and reach > 0):
         raise InputError(f"halo_basins: reach must be a number of px > 0, got {reach}.")
     rc = np.round(check_markers(markers, m.shape)).astype(int)
@@ -609,11 +611,7 @@ def halo_rings(mask, image, markers) -> np.ndarray:
         `mask` with the rings added (a new array).
     """
     from .markers import _rounded_holes
-    m = np.asarray(mask, bool)
-    img = _as_plane(image, "phase image").astype(np.float64)
-    if img.shape != m.shape:
-        raise InputError(f"halo_rings: mask shape {m.shape} differs from the image shape "
-                         f"{img.shape}; use the mask made from this image.")
+    m, img = _mask_and_phase(mask, image, "halo_rings")
     rc = np.round(check_markers(markers, m.shape)).astype(int)
     marked = np.zeros(m.shape, bool)
     marked[rc[:, 0], rc[:, 1]] = True

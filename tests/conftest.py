@@ -54,3 +54,28 @@ def phase_cells(shape=(256, 256), seed=0, radius=(10, 14)):
         img[inner] = 0.2 + rng.normal(0, 0.05, len(inner[0]))
         cells[inner] = k
     return (img + rng.normal(0, 0.01, shape)).astype(np.float32), cells
+
+
+#: :func:`rounded_field`'s two rounded cells (a grey centre of radius 7 in a bright ring of 14)
+ROUNDED = [(40, 40), (120, 125)]
+
+
+def rounded_field(spot: bool = True, seed: int = 0):
+    """A phase-contrast-like image with two rounded cells (:data:`ROUNDED`) and three look-alikes.
+
+    A bright ring round a gap of bare background at (40, 115) (debris), a flat cell (dark body,
+    thin halo) at (115, 50) and, with `spot`, a dark spot inside a bright area at (120, 187).
+    """
+    from skimage.draw import disk, ellipse
+    img = np.full((160, 220), 0.5)
+    for rc in ROUNDED:
+        img[disk(rc, 14)] = 0.95
+        img[disk(rc, 7)] = 0.35
+    img[disk((40, 115), 14)] = 0.95
+    img[disk((40, 115), 7)] = 0.5
+    img[ellipse(115, 50, 20, 12)] = 0.75
+    img[ellipse(115, 50, 17, 9)] = 0.2
+    if spot:
+        img[90:150, 160:215] = 0.95
+        img[disk((120, 187), 7)] = 0.35
+    return img + np.random.default_rng(seed).normal(0, 0.01, img.shape)

@@ -3,6 +3,7 @@ import pytest
 from skimage.draw import disk
 
 from cellnb import markers, metrics
+from conftest import ROUNDED, rounded_field
 from cellnb.io import InputError
 
 
@@ -149,20 +150,8 @@ def test_rounded_cells_are_thick_bright_rings_round_a_dark_centre():
     """A rounded cell (bright ring, dark centre) is found; a bright ring round bare background,
     a dark spot in a bright area, a flat cell's thin halo and a rounded cell already marked
     are not."""
-    rng = np.random.default_rng(0)
-    img = np.full((160, 220), 0.5)
-    rounded = [(40, 40), (120, 125)]
-    for rc in rounded:
-        img[disk(rc, 14)] = 0.95
-        img[disk(rc, 7)] = 0.35
-    img[disk((40, 115), 14)] = 0.95                      # debris round a gap of background
-    img[disk((40, 115), 7)] = 0.5
-    from skimage.draw import ellipse
-    img[ellipse(115, 50, 20, 12)] = 0.75                 # a flat cell: dark body, thin halo
-    img[ellipse(115, 50, 17, 9)] = 0.2
-    img[90:150, 160:215] = 0.95                          # a dark spot in a bright area
-    img[disk((120, 187), 7)] = 0.35
-    img += rng.normal(0, 0.01, img.shape)
+    img = rounded_field()                                # rounded cells at ROUNDED
+    rounded = ROUNDED
     body = markers.phase_markers(img)
     assert len(body) == 1 and np.hypot(*(body[0] - [115, 50])) < 5   # no body in a rounded cell
     found = markers.rounded_cells(img, body)

@@ -4,6 +4,7 @@ import pytest
 from cellnb import mask, markers
 from cellnb.io import InputError
 from cellnb.metrics import mask_iou
+from conftest import rounded_field
 
 # measured on the bundled demo fields (see cellnb/mask.py and the issue note):
 # fluorescence 0.87-0.89, bright-field 0.83-0.89, both 0.87-0.90
@@ -190,15 +191,7 @@ def test_halo_rings_give_a_marked_rounded_cell_its_whole_ring():
     halo add nothing."""
     from skimage.draw import disk as draw_disk, ellipse
     yy, xx = np.mgrid[:160, :220]
-    img = np.full((160, 220), 0.5)
-    for rc in [(40, 40), (120, 125)]:                    # two rounded cells
-        img[draw_disk(rc, 14)] = 0.95
-        img[draw_disk(rc, 7)] = 0.35
-    img[draw_disk((40, 115), 14)] = 0.95                 # debris round a gap of background
-    img[draw_disk((40, 115), 7)] = 0.5
-    img[ellipse(115, 50, 20, 12)] = 0.75                 # a flat cell: dark body, thin halo
-    img[ellipse(115, 50, 17, 9)] = 0.2
-    img += np.random.default_rng(0).normal(0, 0.01, img.shape)
+    img = rounded_field(spot=False)                      # rounded cells at (40, 40), (120, 125)
     centres = np.zeros(img.shape, bool)                  # a mask up to the ring's inside only
     for rc in [(40, 40), (120, 125), (40, 115)]:
         centres[draw_disk(rc, 8)] = True
