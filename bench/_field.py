@@ -62,6 +62,6 @@ def both_rules(cells, res, image, modalities) -> dict:
     for name, flood in (("flood", True), ("inmask", False)):
         s = metrics.summarize(cells, integrate.integrate(res.probs, res.patches, mask=res.mask,
                                                          landscape=relief, flood=flood,
-                                                         band=integrate.border_band(modalities)))
+                                                         **integrate.flood_options(modalities)))
         out[f"{name}_mIOU"], out[f"{name}_AP50"] = round(s["mIOU"], 3), round(s["AP50"], 3)
     return out

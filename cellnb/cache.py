@@ -18,7 +18,7 @@ from .io import InputError
 from .integrate import integrate
 from .mask import modality_of
 from .pipeline import (_field_relief, _warn_collapse, apply_model, classical_labels,
-                       config_channels, field_band, field_markers, field_patches,
+                       config_channels, field_flood, field_markers, field_patches,
                        train_confident)
 
 __all__ = ["cached_markers", "cached_mask", "cached_model", "cached_labels", "baseline_labels",
@@ -90,13 +90,13 @@ def cached_model(field, config: str, run, train_config: _train.TrainConfig | Non
     mk = cached_markers(field, run, markers_from)
     m = cached_mask(field, run, chans, mk)
     ps = field_patches(field, chans, mk, m, patch_size)
-    relief, band = _field_relief(field, chans), field_band(chans)
+    relief, flood = _field_relief(field, chans), field_flood(chans)
     # stops when the labels stop changing, as segment does
     res, _, share = train_confident(ps, train_config, progress=progress, channels=chans,
                                     log=lambda s: print(s, flush=True), callback=callback,
                                     mask=m, labels_of=lambda p: integrate(p, ps, mask=m,
                                                                   landscape=relief,
-                                                                  band=band))
+                                                                  **flood))
     _warn_collapse(share, f"{field.name} · {config}")
     _train.save_model(res, path, confident=round(share, 3))
     return _train.load_model(path)

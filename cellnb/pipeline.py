@@ -24,7 +24,7 @@ from .mask import modality_of
 
 __all__ = ["SegmentResult", "CollapseWarning", "BACKGROUNDS", "segment", "segment_field", "field_markers",
            "modality_of", "config_channels",
-           "field_patches", "field_band", "apply_model", "train_confident", "StableLabels", "classical_labels", "synthetic_field_markers",
+           "field_patches", "field_flood", "apply_model", "train_confident", "StableLabels", "classical_labels", "synthetic_field_markers",
            "compare_marker_sources"]
 
 
@@ -295,7 +295,7 @@ def segment(images, modalities: Sequence[str] | str | None = None, nucleus=None,
         check_memory((h, w), x.shape[-1], largest * size * size)
     where = "" if scale == 1 else f" at working scale {scale:.2f} (cells larger than the patch)"
     relief = _integrate.border_landscape(img, mods) if background == "mask" else None
-    band = _integrate.border_band(mods)
+    flood = _integrate.flood_options(mods)
     t = time.perf_counter()
     result = None
     if model is None:
@@ -306,7 +306,7 @@ def segment(images, modalities: Sequence[str] | str | None = None, nucleus=None,
         result, probs, share = train_confident(
             ps, config, init=init, progress=progress, sigma=sigma, log=log,
             channels=list(mods) + (["nucleus"] if use_nucleus else []), mask=mask,
-            labels_of=lambda p: _labels(p, ps, mask, relief, background, threshold, band))
+            labels_of=lambda p: _labels(p, ps, mask, relief, background, threshold, flood))
         model = result.model
         log(f"[cellnb] trained {result.steps} steps ({result.stop_reason})")
     secs["train"] = time.perf_counter() - t
@@ -320,7 +320,7 @@ def segment(images, modalities: Sequence[str] | str | None = None, nucleus=None,
         rule = "cores flooded through the mask" if coverage < _integrate.FLOOD_BELOW \
             else "the paper's rule inside the mask"
         log(f"[cellnb] the network is confident on {coverage:.0%} of the mask: {rule}")
-    labels = _labels(probs, ps, mask, relief, background, threshold, band)
+    labels = _labels(probs, ps, mask, relief, background, threshold, flood)
     secs["integrate"] = time.perf_counter() - t
     warning = _integrate.collapse_message(share)
     if warning:
@@ -331,11 +331,12 @@ def segment(images, modalities: Sequence[str] | str | None = None, nucleus=None,
 
 
 def _labels(probs, ps, mask, relief, background: str = "mask", threshold: float = 0.5,
-            band: float = 0.0):
+            flood: dict | None = None):
     """Integration as :func:`segment` does it: in the mask (the rule from the coverage) or not."""
     if background == "threshold":
         return _integrate.integrate(probs, ps, threshold)
-    return _integrate.integrate(probs, ps, threshold, mask=mask, landscape=relief, band=band)
+    return _integrate.integrate(probs, ps, threshold, mask=mask, landscape=relief,
+                                **(flood or {}))
 
 
 #: a first training still unsure this many steps after its warm-up is given up and repeated
@@ -701,12 +702,12 @@ def apply_model(model, meta: dict, field, channels: Sequence[str], markers, mask
         return _integrate.integrate(probs, ps, threshold)
     return _integrate.integrate(probs, ps, threshold, mask=mask,
                                 landscape=_field_relief(field, channels),
-                                band=field_band(channels))
+                                **field_flood(channels))
 
 
-def field_band(channels: Sequence[str]) -> float:
-    """:func:`cellnb.integrate.border_band` of a field's cell channels (not the nucleus)."""
-    return _integrate.border_band([modality_of(c) for c in channels if c != "nucleus"])
+def field_flood(channels: Sequence[str]) -> dict:
+    """:func:`cellnb.integrate.flood_options` of a field's cell channels (not the nucleus)."""
+    return _integrate.flood_options([modality_of(c) for c in channels if c != "nucleus"])
 
 
 def _field_relief(field, channels: Sequence[str]) -> np.ndarray:

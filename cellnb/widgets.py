@@ -234,7 +234,7 @@ class LiveLoss:
 
 
 def threshold(probs, patches, mask, landscape, image, truth=None, zoom=None,
-              value: float = 0.5, background: str = "mask", band: float = 0.0):
+              value: float = 0.5, background: str = "mask", flood: dict | None = None):
     """Slider for the network's threshold and a choice of background rule (notebook 05).
 
     Parameters
@@ -251,9 +251,10 @@ def threshold(probs, patches, mask, landscape, image, truth=None, zoom=None,
         Starting threshold.
     background : {"mask", "threshold"}
         Starting rule.
-    band : float
-        :func:`cellnb.integrate.integrate`'s `band`, as segment uses it
-        (:func:`cellnb.pipeline.field_band`).
+    flood : dict, optional
+        :func:`cellnb.integrate.integrate`'s image-specific flood settings
+        (`band`, `enclosed`), as segment uses them
+        (:func:`cellnb.pipeline.field_flood`); default none.
 
     Returns
     -------
@@ -266,7 +267,7 @@ def threshold(probs, patches, mask, landscape, image, truth=None, zoom=None,
 
     def draw(threshold, background):
         lab = _integrate.integrate(probs, patches, threshold,
-                                   **({"mask": mask, "landscape": landscape, "band": band}
+                                   **({"mask": mask, "landscape": landscape, **(flood or {})}
                                       if background == "mask" else {}))
         n = int(len(np.unique(lab[lab > 0])))
         miou = metrics.matched_iou(truth, lab)["mean"] if truth is not None else None

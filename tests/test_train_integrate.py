@@ -411,6 +411,42 @@ def test_touching_cores_are_split_on_the_landscape_ridge_within_the_band():
     assert integrate.border_band("brightfield") == integrate.border_band("dic") == 0
 
 
+def test_an_unmarked_object_walled_in_by_its_halo_stays_background():
+    # one marked cell; in the same mask piece three dark objects without a marker, each in a
+    # bright ring: a deep one (another cell nobody clicked), a shallow one and a tiny deep one
+    img = np.random.default_rng(0).random((60, 100)).astype(np.float32)
+    mk = np.array([[30.0, 15.0]])
+    ps = patches.extract_patches(img, mk, size=64)
+    rows, cols = np.mgrid[0:64, 0:64]
+    probs = (np.hypot(rows - 32, cols - 32) <= 5).astype(np.float32)[None] * 0.9
+    m = np.zeros((60, 100), bool)
+    m[10:50, 2:98] = True
+    rr, cc = np.mgrid[0:60, 0:100]
+    land = np.zeros((60, 100), np.float32)
+    inside = {}
+    for name, (r, c, radius, wall) in {"deep": (30, 50, 6, 3.0), "shallow": (30, 80, 6, 1.0),
+                                       "tiny": (18, 30, 1.5, 3.0)}.items():
+        d = np.hypot(rr - r, cc - c)
+        land[(d > radius) & (d <= radius + 2)] = wall
+        inside[name] = d <= radius               # the basin's floor
+    assert inside["deep"].sum() > integrate.ENCLOSED_AREA > inside["tiny"].sum()
+    flooded = integrate.integrate(probs, ps, mask=m, landscape=land, flood=True)
+    assert (flooded[m] == 1).all()                  # without the rule: all of it to the cell
+    lab = integrate.integrate(probs, ps, mask=m, landscape=land, flood=True,
+                              enclosed=integrate.ENCLOSED_DEPTH)
+    assert (lab[inside["deep"]] == 0).all()
+    assert (lab[inside["shallow"]] == 1).all() and (lab[inside["tiny"]] == 1).all()
+    assert (lab[m & ~inside["deep"]] == 1).all() and (lab[~m] == 0).all()
+    assert lab[30, 15] == 1
+    with pytest.raises(InputError, match="enclosed"):
+        integrate.integrate(probs, ps, mask=m, landscape=land, enclosed=-1)
+    # segment uses it where the landscape is the phase-contrast halo, as the band
+    assert integrate.flood_options("phase") == {"band": integrate.BORDER_BAND,
+                                                "enclosed": integrate.ENCLOSED_DEPTH}
+    assert integrate.flood_options(["fluorescence"])["enclosed"] == 0
+    assert integrate.flood_options("brightfield") == {"band": 0.0, "enclosed": 0.0}
+
+
 def test_keep_marker_component_and_table():
     lab = np.zeros((24, 24), np.int32)
     lab[2:6, 2:6] = 1
