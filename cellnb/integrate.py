@@ -527,11 +527,13 @@ def enclosed_basins(landscape, seeds, mask, depth: float, min_area: float) -> np
     """
     from skimage.morphology import reconstruction
     land = np.asarray(landscape, np.float64)
-    mask = np.asarray(mask, bool)
+    mask, seeds = np.asarray(mask, bool), np.asarray(seeds, bool)
+    if not land.shape == mask.shape == seeds.shape or land.ndim != 2:
+        raise InputError(f"enclosed_basins: landscape {land.shape}, seeds {seeds.shape} and "
+                         f"mask {mask.shape} must be one 2-D shape.")
     top = float(land.max()) + 1.0
     relief = np.where(mask, land, top)          # a flood cannot leave the mask
-    level = reconstruction(np.where(np.asarray(seeds, bool) & mask, relief, top), relief,
-                           method="erosion")
+    level = reconstruction(np.where(seeds & mask, relief, top), relief, method="erosion")
     pieces, _ = ndi.label(mask & (level - relief > depth))
     big = np.bincount(pieces.ravel()) >= min_area
     big[0] = False

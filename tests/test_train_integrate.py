@@ -440,6 +440,8 @@ def test_an_unmarked_object_walled_in_by_its_halo_stays_background():
     assert lab[30, 15] == 1
     with pytest.raises(InputError, match="enclosed"):
         integrate.integrate(probs, ps, mask=m, landscape=land, enclosed=-1)
+    with pytest.raises(InputError, match="one 2-D shape"):
+        integrate.enclosed_basins(land, m[:50], m, 1.5, 16)
     # segment uses it where the landscape is the phase-contrast halo, as the band
     assert integrate.flood_options("phase") == {"band": integrate.BORDER_BAND,
                                                 "enclosed": integrate.ENCLOSED_DEPTH}
