@@ -578,7 +578,8 @@ def integrate(probs: np.ndarray, patches: PatchSet, threshold: float = 0.5,
         no core, walled in by a ridge at least `enclosed` above their floor
         and at least :data:`ENCLOSED_AREA` working-scale px large, stay
         background (:func:`enclosed_basins`): another object there (a cell
-        without a marker, debris) is not handed to a neighbouring cell. 0
+        without a marker, debris) is not handed to a neighbouring cell;
+        one that lies inside a single cell stays part of it (no holes). 0
         floods them; :func:`flood_options` gives what
         :func:`cellnb.pipeline.segment` uses.
 
@@ -636,8 +637,15 @@ def integrate(probs: np.ndarray, patches: PatchSet, threshold: float = 0.5,
     from skimage.segmentation import watershed
     labels = watershed(landscape, cores, mask=mask).astype(np.int32)
     if enclosed > 0:
-        labels[enclosed_basins(landscape, seeds, mask, enclosed,
-                               ENCLOSED_AREA / (patches.scale or 1.0) ** 2)] = 0
+        walled = enclosed_basins(landscape, seeds, mask, enclosed,
+                                 ENCLOSED_AREA / (patches.scale or 1.0) ** 2)
+        labels[walled] = 0
+        # a basin inside one cell (no other cell, no background round it) stays that cell's,
+        # as keep_marker_component fills a core's holes: no hole is punched into a cell
+        for k, sl in enumerate(ndi.find_objects(labels), start=1):
+            if sl is not None:
+                hole = ndi.binary_fill_holes(labels[sl] == k) & walled[sl] & (labels[sl] == 0)
+                labels[sl][hole] = k
     return labels
 
 

@@ -412,8 +412,9 @@ def test_touching_cores_are_split_on_the_landscape_ridge_within_the_band():
 
 
 def test_an_unmarked_object_walled_in_by_its_halo_stays_background():
-    # one marked cell; in the same mask piece three dark objects without a marker, each in a
-    # bright ring: a deep one (another cell nobody clicked), a shallow one and a tiny deep one
+    # one marked cell; in the same mask piece dark objects without a marker, each in a bright
+    # ring: a deep one at the mask's edge (another cell nobody clicked), a shallow one, a tiny
+    # deep one, and a deep one the cell surrounds on every side (a part of it: no hole)
     img = np.random.default_rng(0).random((60, 100)).astype(np.float32)
     mk = np.array([[30.0, 15.0]])
     ps = patches.extract_patches(img, mk, size=64)
@@ -424,11 +425,12 @@ def test_an_unmarked_object_walled_in_by_its_halo_stays_background():
     rr, cc = np.mgrid[0:60, 0:100]
     land = np.zeros((60, 100), np.float32)
     inside = {}
-    for name, (r, c, radius, wall) in {"deep": (30, 50, 6, 3.0), "shallow": (30, 80, 6, 1.0),
-                                       "tiny": (18, 30, 1.5, 3.0)}.items():
+    for name, (r, c, radius, wall) in {"deep": (14, 50, 6, 3.0), "shallow": (30, 80, 6, 1.0),
+                                       "tiny": (18, 30, 1.5, 3.0),
+                                       "inner": (34, 50, 5, 3.0)}.items():
         d = np.hypot(rr - r, cc - c)
         land[(d > radius) & (d <= radius + 2)] = wall
-        inside[name] = d <= radius               # the basin's floor
+        inside[name] = m & (d <= radius)         # the basin's floor
     assert inside["deep"].sum() > integrate.ENCLOSED_AREA > inside["tiny"].sum()
     flooded = integrate.integrate(probs, ps, mask=m, landscape=land, flood=True)
     assert (flooded[m] == 1).all()                  # without the rule: all of it to the cell
@@ -436,6 +438,7 @@ def test_an_unmarked_object_walled_in_by_its_halo_stays_background():
                               enclosed=integrate.ENCLOSED_DEPTH)
     assert (lab[inside["deep"]] == 0).all()
     assert (lab[inside["shallow"]] == 1).all() and (lab[inside["tiny"]] == 1).all()
+    assert (lab[inside["inner"]] == 1).all()
     assert (lab[m & ~inside["deep"]] == 1).all() and (lab[~m] == 0).all()
     assert lab[30, 15] == 1
     with pytest.raises(InputError, match="enclosed"):
