@@ -30,7 +30,7 @@ from .io import InputError, check_image, check_markers, normalize
 
 __all__ = ["segment_nuclei", "markers_from_labels", "find_markers", "estimate_nucleus_radius",
            "detect_blobs", "phase_markers", "join_split_bodies", "long_dark_structures",
-           "rounded_cells", "body_depth"]
+           "rounded_cells", "rounded_cell_areas", "body_depth"]
 
 
 def _nucleus_plane(image) -> np.ndarray:
@@ -493,20 +493,49 @@ def long_dark_structures(image, radius: float, length: float = 40.0, clearance: 
     return _near_long(dark, float(radius), length, clearance)
 
 
-def _rounded_holes(img: np.ndarray, bright: float = 8.0, ring: float = 35.0,
-                   centre: float = -3.0, fade: float = 25.0, band: int = 6,
-                   min_area: int = 20, max_area: int = 3000):
-    """The rounded cells of :func:`rounded_cells` (its parameters), with their areas.
+def rounded_cell_areas(image, bright: float = 8.0, ring: float = 35.0, centre: float = -3.0,
+                       fade: float = 25.0, band: int = 6, min_area: int = 20,
+                       max_area: int = 3000):
+    """Each rounded cell of :func:`rounded_cells` with the area a person draws for it.
 
-    Yields ``(centroid, box, area)``: the hole's centroid (row, col), a tuple
-    of slices round it, and within that box the bool area of the whole cell:
-    the hole and the bright pixels up to `band` px out of it (the thick ring),
-    holes filled.
+    The search of :func:`rounded_cells` (same parameters, same order) without
+    the spacing to other markers; :func:`cellnb.mask.halo_rings` puts the
+    areas of the marked ones into the foreground mask.
+
+    Parameters
+    ----------
+    image : ndarray, shape (H, W)
+        Phase-contrast image, raw or normalised (cells dark, halo bright).
+    bright, ring, centre, fade, band, min_area, max_area
+        As in :func:`rounded_cells`.
+
+    Returns
+    -------
+    list of (centroid, box, area)
+        `centroid`, tuple of float: the hole's centroid (row, col); `box`,
+        tuple of slice: a box round the cell in the image; `area`, ndarray
+        of bool, shape of the box: the whole cell within `box`, the hole and
+        the bright pixels up to `band` px out of it (the thick ring), holes
+        filled.
+
+    Raises
+    ------
+    InputError
+        For a bad image or parameter.
     """
+    img = check_image(image, name="phase-contrast image", allow_channels=False)
+    numbers = (bright, ring, centre, fade)
+    if (not all(np.isfinite(numbers)) or min(bright, ring) < 0 or band < 1
+            or not 1 <= min_area <= max_area):
+        raise InputError(f"rounded cells: need bright, ring >= 0, a finite centre and fade, "
+                         f"band >= 1 and 1 <= min_area <= max_area; got "
+                         f"bright={bright}, ring={ring}, centre={centre}, fade={fade}, "
+                         f"band={band}, min_area={min_area}, max_area={max_area}.")
     from .mask import phase_darkness
     level = -phase_darkness(img)
     lit = level > bright
     holes, _ = ndi.label(ndi.binary_fill_holes(lit) & ~lit)
+    found = []
     for p in measure.regionprops(holes):
         if not min_area <= p.area <= max_area:
             continue
@@ -518,7 +547,8 @@ def _rounded_holes(img: np.ndarray, bright: float = 8.0, ring: float = 35.0,
         if (np.median(level[box][hole]) > centre or lit[box][rim].mean() < 0.9
                 or np.median(level[box][rim]) < ring or np.median(level[box][beyond]) > fade):
             continue
-        yield p.centroid, box, ndi.binary_fill_holes(hole | (lit[box] & (out <= band)))
+        found.append((p.centroid, box, ndi.binary_fill_holes(hole | (lit[box] & (out <= band)))))
+    return found
 
 
 def rounded_cells(image, markers=None, spacing: float = 20.0, bright: float = 8.0,
@@ -591,19 +621,14 @@ def rounded_cells(image, markers=None, spacing: float = 20.0, bright: float = 8.
     InputError
         For a bad image or parameter.
     """
+    if not (np.isfinite(spacing) and spacing >= 0):
+        raise InputError(f"rounded_cells: need a finite spacing >= 0 (px), got {spacing}.")
     img = check_image(image, name="phase-contrast image", allow_channels=False)
-    numbers = (spacing, bright, ring, centre, fade)
-    if (not all(np.isfinite(numbers)) or min(spacing, bright, ring) < 0 or band < 1
-            or not 1 <= min_area <= max_area):
-        raise InputError(f"rounded_cells: need spacing, bright, ring >= 0, a finite centre and "
-                         f"fade, band >= 1 and 1 <= min_area <= max_area; got spacing={spacing}, "
-                         f"bright={bright}, ring={ring}, centre={centre}, fade={fade}, "
-                         f"band={band}, min_area={min_area}, max_area={max_area}.")
+    areas = rounded_cell_areas(img, bright, ring, centre, fade, band, min_area, max_area)
     given = (check_markers(markers, img.shape) if markers is not None and np.size(markers)
              else np.zeros((0, 2)))
     found: list[tuple[float, float]] = []
-    for centroid, _, _ in _rounded_holes(img, bright, ring, centre, fade, band, min_area,
-                                         max_area):
+    for centroid, _, _ in areas:
         near = np.vstack([given, np.array(found).reshape(-1, 2)])
         if len(near) and np.hypot(*(near - centroid).T).min() < spacing:
             continue

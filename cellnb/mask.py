@@ -612,13 +612,13 @@ def halo_rings(mask, image, markers) -> np.ndarray:
     ndarray of bool, shape (H, W)
         `mask` with the rings added (a new array).
     """
-    from .markers import _rounded_holes
+    from .markers import rounded_cell_areas
     m, img = _mask_and_phase(mask, image, "halo_rings")
     rc = np.round(check_markers(markers, m.shape)).astype(int)
     marked = np.zeros(m.shape, bool)
     marked[rc[:, 0], rc[:, 1]] = True
     out = m.copy()
-    for _, box, area in _rounded_holes(img):
+    for _, box, area in rounded_cell_areas(img):
         if marked[box][area].any():
             out[box] |= area
     return out

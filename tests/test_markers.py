@@ -164,6 +164,25 @@ def test_rounded_cells_are_thick_bright_rings_round_a_dark_centre():
     assert len(markers.rounded_cells(img, fade=1e9)) == 3            # the spot, if no fade
 
 
+def test_rounded_cell_areas_are_the_whole_ring_of_each_rounded_cell():
+    """The areas a person draws for the rounded cells: centre and thick ring, nothing round it;
+    the same cells, in the same order, as rounded_cells finds without markers."""
+    from skimage.draw import disk as draw_disk
+    img = rounded_field()
+    areas = markers.rounded_cell_areas(img)
+    np.testing.assert_allclose([c for c, _, _ in areas], markers.rounded_cells(img), atol=1e-9)
+    assert len(areas) == len(ROUNDED)
+    for (centroid, box, area), rc in zip(areas, ROUNDED):
+        whole = np.zeros(img.shape, bool)
+        whole[box] = area
+        inner, outer = np.zeros(img.shape, bool), np.zeros(img.shape, bool)
+        inner[draw_disk(rc, 12)] = True
+        outer[draw_disk(rc, 15)] = True
+        # the drawn cell (centre and ring: radius 14 px) up to the band's 6 px out of the hole
+        assert whole[inner].all() and not whole[~outer].any()
+        assert area.shape == img[box].shape
+
+
 def test_no_marker_along_a_dark_structure_longer_than_any_cell():
     """A culture insert's wall runs dark across the field: neither it nor a body beside it is a
     cell; cells away from it keep their markers."""
@@ -223,8 +242,15 @@ def test_long_dark_structures_bad_parameter(kw, msg):
                                     ({"min_area": 50, "max_area": 10}, "min_area <= max_area"),
                                     ({"band": 0}, "band >= 1")])
 def test_rounded_cells_bad_parameter(kw, msg):
+    img = np.random.default_rng(0).normal(size=(40, 40))
     with pytest.raises(InputError, match=msg):
-        markers.rounded_cells(np.random.default_rng(0).normal(size=(40, 40)), **kw)
+        markers.rounded_cells(img, **kw)
+    with pytest.raises(InputError, match=msg):
+        markers.rounded_cell_areas(img, **kw)
+    with pytest.raises(InputError, match="spacing >= 0"):
+        markers.rounded_cells(img, spacing=-1.0)
+    with pytest.raises(InputError, match="phase-contrast image"):
+        markers.rounded_cell_areas(np.full((40, 40), np.nan))
 
 
 def test_one_cells_split_body_makes_one_marker_two_touching_cells_two():
