@@ -258,8 +258,9 @@ def collapse_message(share: float) -> str | None:
 def keep_marker_component(labels: np.ndarray, centres: np.ndarray) -> np.ndarray:
     """Keep, for each label, only the connected piece holding its marker, holes filled.
 
-    Background holes entirely enclosed by one cell become part of it; pixels
-    of other cells are never taken.
+    Background holes entirely enclosed by one cell become part of it, once
+    every label's stray pieces are gone (a stray piece of another label inside
+    a cell leaves no hole); pixels of other cells are never taken.
 
     Parameters
     ----------
@@ -283,10 +284,36 @@ def keep_marker_component(labels: np.ndarray, centres: np.ndarray) -> np.ndarray
             keep = comp[r, c] if inside and comp[r, c] else \
                 1 + int(np.argmax(np.bincount(comp.ravel())[1:]))
             out[sl][sub & (comp != keep)] = 0
-            sub = comp == keep
-        holes = ndi.binary_fill_holes(sub) & (out[sl] == 0)
-        out[sl][holes] = k
-    return out
+    return _fill_label_holes(out)
+
+
+def _fill_label_holes(labels: np.ndarray, where: np.ndarray | None = None) -> np.ndarray:
+    """Give each label the background holes it alone encloses, in place.
+
+    A background pixel that one label surrounds on every side (no other
+    label, no background path to the outside of the label's own box) becomes
+    that label.
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape (H, W)
+        Changed in place.
+    where : ndarray of bool, shape (H, W), optional
+        Only these background pixels may be filled (default: every one).
+
+    Returns
+    -------
+    ndarray of int
+        `labels`.
+    """
+    for k, sl in enumerate(ndi.find_objects(labels), start=1):
+        if sl is None:
+            continue
+        hole = ndi.binary_fill_holes(labels[sl] == k) & (labels[sl] == 0)
+        if where is not None:
+            hole &= where[sl]
+        labels[sl][hole] = k
+    return labels
 
 
 def _argmax(probs: np.ndarray, patches: PatchSet) -> tuple[np.ndarray, np.ndarray]:
@@ -642,10 +669,7 @@ def integrate(probs: np.ndarray, patches: PatchSet, threshold: float = 0.5,
         labels[walled] = 0
         # a basin inside one cell (no other cell, no background round it) stays that cell's,
         # as keep_marker_component fills a core's holes: no hole is punched into a cell
-        for k, sl in enumerate(ndi.find_objects(labels), start=1):
-            if sl is not None:
-                hole = ndi.binary_fill_holes(labels[sl] == k) & walled[sl] & (labels[sl] == 0)
-                labels[sl][hole] = k
+        _fill_label_holes(labels, walled)
     return labels
 
 

@@ -459,9 +459,11 @@ def test_keep_marker_component_and_table():
     lab[8:16, 8:16] = 2
     lab[9, 9] = 0              # background pin-hole inside cell 2: filled
     lab[11:13, 11:13] = 3      # a whole cell enclosed by cell 2: kept
+    lab[14, 10] = 3            # stray fragment of cell 3 inside cell 2: cell 2's once removed
     out = integrate.keep_marker_component(lab, np.array([[3, 3], [14, 14], [11, 11]]))
     assert out[21, 21] == 0 and out[3, 3] == 1 and out[14, 14] == 2
-    assert out[9, 9] == 2 and (out[11:13, 11:13] == 3).all()
+    assert out[9, 9] == 2 and (out[11:13, 11:13] == 3).all() and out[14, 10] == 2
+    assert lab[14, 10] == 3                      # the input is left as it was
     rows = integrate.cell_table(out, [[3, 3], [14, 14], [11, 11], [0, 23]],
                                 {"ch": np.ones((24, 24)) * 2})
     assert [r["area"] for r in rows] == [16, 60, 4, 0]
