@@ -495,7 +495,7 @@ def long_dark_structures(image, radius: float, length: float = 40.0, clearance: 
 
 def rounded_cell_areas(image, bright: float = 8.0, ring: float = 35.0, centre: float = -3.0,
                        fade: float = 25.0, band: int = 6, min_area: int = 20,
-                       max_area: int = 3000):
+                       max_area: int = 3000) -> list[tuple[tuple, tuple, np.ndarray]]:
     """Each rounded cell of :func:`rounded_cells` with the area a person draws for it.
 
     The search of :func:`rounded_cells` (same parameters, same order) without
