@@ -623,9 +623,9 @@ def rounded_cells(image, markers=None, spacing: float = 20.0, bright: float = 8.
     """
     if not (np.isfinite(spacing) and spacing >= 0):
         raise InputError(f"rounded_cells: need a finite spacing >= 0 (px), got {spacing}.")
-    img = check_image(image, name="phase-contrast image", allow_channels=False)
-    areas = rounded_cell_areas(img, bright, ring, centre, fade, band, min_area, max_area)
-    given = (check_markers(markers, img.shape) if markers is not None and np.size(markers)
+    # rounded_cell_areas checks the image (2-D, finite) before its shape is used here
+    areas = rounded_cell_areas(image, bright, ring, centre, fade, band, min_area, max_area)
+    given = (check_markers(markers, np.shape(image)) if markers is not None and np.size(markers)
              else np.zeros((0, 2)))
     found: list[tuple[float, float]] = []
     for centroid, _, _ in areas:
