@@ -47,21 +47,23 @@ def row(field, method, s, **extra):
             "mAP": round(s["mAP"], 3), **extra}
 
 
-def both_rules(cells, res, image, modalities) -> dict:
+def both_rules(cells, res, image, modalities, split: bool = False) -> dict:
     """Scores of both mask integration rules on one trained result (`SegmentResult`).
 
     The method picks one from the network's coverage of the mask
     (`cellnb.integrate.FLOOD_BELOW`); these columns show what the other
     would have given on the same model: ``cover``, ``flood_mIOU/AP50`` (cores
     flooded through the mask), ``inmask_mIOU/AP50`` (the paper's rule
-    inside the mask).
+    inside the mask). `split`: as `segment`'s (markers found in the image).
     """
     from cellnb import integrate, metrics
     relief = integrate.border_landscape(image, modalities)
     out = {"cover": round(res.coverage, 3) if res.coverage is not None else None}
     for name, flood in (("flood", True), ("inmask", False)):
-        s = metrics.summarize(cells, integrate.integrate(res.probs, res.patches, mask=res.mask,
-                                                         landscape=relief, flood=flood,
-                                                         **integrate.flood_options(modalities)))
+        lab = integrate.integrate(res.probs, res.patches, mask=res.mask, landscape=relief,
+                                  flood=flood, **integrate.flood_options(modalities))
+        if split:                       # as segment did (two-lobed labels cut in two)
+            lab = integrate.split_lobes(lab, relief, res.markers[:len(res.probs)])[0]
+        s = metrics.summarize(cells, lab)
         out[f"{name}_mIOU"], out[f"{name}_AP50"] = round(s["mIOU"], 3), round(s["AP50"], 3)
     return out

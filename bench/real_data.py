@@ -20,7 +20,10 @@ nucleus image or markers.csv), and every row (CNN and classical) uses those SAME
 markers; two markers rows (precision / recall / F1 against the annotated cells: the dark
 bodies alone, and with the self-trained detector's and the rounded cells' additions) are
 written per field to OUT/real_data_markers.{csv,md}; their seconds are the whole step's. A
-detected marker with no annotated cell is a false positive in every figure.
+detected marker with no annotated cell is a false positive in every figure. The CNN then cuts
+labels shaped like two cells in two, as `segment --image` does
+(`cellnb.integrate.split_lobes`; column ``split``: how many); the classical rows keep the
+detected markers alone.
 
 ``--mask truth`` gives every method the true foreground as its mask: what is left is the
 network's own share of the error (how it splits the foreground into cells). ``--set``
@@ -133,8 +136,9 @@ def main():
         base = dict(set=set_name, markers=a.markers)
         if not a.no_cnn:
             t0 = time.perf_counter()
+            # detected markers miss cells, as in `segment --image`: two-lobed labels split
             res = pipeline.segment_field(f, cell, markers=mk, mask=cmask,
-                                         config=cfg,
+                                         config=cfg, split=a.markers == "image",
                                          progress=False, log=lambda s: None)
             cnn_s = time.perf_counter() - t0 + mask_s
             fit = float(np.mean(res.patches.scale * true_reach(f.cells, mk)
@@ -144,8 +148,10 @@ def main():
                      mask_IoU=round(metrics.mask_iou(res.mask, truth_fg), 3),
                      seconds=round(cnn_s), steps=res.training.steps,
                      confident=round(res.confident, 2), retried=res.training.retried,
+                     split=res.split,
                      patch=res.patches.size, scale=round(res.patches.scale, 2),
-                     cells_fit=round(fit, 2), **both_rules(f.cells, res, f.stack(cell), mods),
+                     cells_fit=round(fit, 2), **both_rules(f.cells, res, f.stack(cell), mods,
+                                                           split=a.markers == "image"),
                      touch_AP50=round(metrics.touching_ap(f.cells, res.labels)["ap"], 3), **base))
         for mname, m in (("cellnb", cmask), ("classical", own)):
             if a.mask == "truth" and mname == "classical":

@@ -134,8 +134,9 @@ def cached_labels(field, config: str, run, train_config: _train.TrainConfig | No
     model, meta = cached_model(src, config, run, train_config, progress=progress,
                                markers_from=markers_from)
     mk = cached_markers(field, run, markers_from)
+    # markers found in a phase-contrast image miss cells: split two-lobed labels
     labels = apply_model(model, meta, field, chans, mk, cached_mask(field, run, chans, mk),
-                         threshold, background)
+                         threshold, background, split=markers_from == "image")
     write_labels(p, labels)
     return labels
 

@@ -40,7 +40,9 @@ class SegmentResult:
     ----------
     labels : ndarray of int32, shape (H, W)
         0 = background, k + 1 = marker k.
-    markers : ndarray, shape (N, 2)
+    markers : ndarray, shape (N + K, 2)
+        The N markers the network was trained on, then the K markers of the
+        cells split off two-lobed labels (`split`; they have no patch).
     mask : ndarray of bool, shape (H, W)
     probs : ndarray of float32, shape (N, k, k)
         Per-patch cell probabilities.
@@ -59,6 +61,9 @@ class SegmentResult:
     warning : str or None
         :func:`cellnb.integrate.collapse_message`: set when the training
         collapsed and the labels come from the mask alone.
+    split : int
+        K, the cells split off labels that held two
+        (:func:`cellnb.integrate.split_lobes`; only where markers may miss cells).
     """
 
     labels: np.ndarray
@@ -71,6 +76,7 @@ class SegmentResult:
     confident: float = 1.0
     warning: str | None = None
     coverage: float | None = None
+    split: int = 0
 
     @property
     def n_cells(self) -> int:
@@ -154,7 +160,7 @@ def segment(images, modalities: Sequence[str] | str | None = None, nucleus=None,
             sigma: float = 15.0, config: _train.TrainConfig | None = None, model=None,
             progress: bool = True, log: Callable[[str], None] | None = None, hint=None,
             background: str = "mask", threshold: float = 0.5, init=None,
-            detector=None) -> SegmentResult:
+            detector=None, split: bool | None = None) -> SegmentResult:
     """Segment whole cells in one field without labels.
 
     Parameters
@@ -211,6 +217,15 @@ def segment(images, modalities: Sequence[str] | str | None = None, nucleus=None,
         (:func:`cellnb.synthetic_nuclei.train_marker_detector`), for markers
         from a phase-contrast image without training one here (with
         `markers` or a `nucleus` image it is refused: they place the markers).
+    split : bool, optional
+        Cut a label shaped like two cells in two
+        (:func:`cellnb.integrate.split_lobes`): markers found in the image
+        miss cells, and the flood hands a missed cell to its marked
+        neighbour. Default: on when the markers are found here in a
+        phase-contrast image (no nucleus image, no markers given), off for
+        given markers or a nucleus image's (one per cell: there a two-lobed
+        label is one cell). Pass True for markers you found in the image
+        yourself. Only with ``background="mask"``.
 
     Returns
     -------
@@ -257,6 +272,8 @@ def segment(images, modalities: Sequence[str] | str | None = None, nucleus=None,
         source = "the phase-contrast image (no nucleus image or markers given" + \
             ("; the given detector)" if detector is not None else ")")
     markers = check_markers(markers, (h, w), unique=True)
+    if split is None:                   # markers found in the phase image miss cells
+        split = source.startswith("the phase-contrast image")
     secs["markers"] = time.perf_counter() - t
     log(f"[cellnb] {len(markers)} markers" + ("" if source == "given" else f" from {source}"))
     t = time.perf_counter()
@@ -321,13 +338,20 @@ def segment(images, modalities: Sequence[str] | str | None = None, nucleus=None,
             else "the paper's rule inside the mask"
         log(f"[cellnb] the network is confident on {coverage:.0%} of the mask: {rule}")
     labels = _labels(probs, ps, mask, relief, background, threshold, flood)
+    added = np.zeros((0, 2))
+    if split and relief is not None:
+        labels, added = _integrate.split_lobes(labels, relief, markers)
+        if len(added):
+            log(f"[cellnb] {len(added)} label(s) held two cells: split "
+                "(markers found in the image miss cells)")
     secs["integrate"] = time.perf_counter() - t
     warning = _integrate.collapse_message(share)
     if warning:
         log(f"[cellnb] WARNING: {warning}.")
-    return SegmentResult(labels=labels, markers=markers, mask=mask, probs=probs, patches=ps,
-                         training=result, seconds=secs, confident=share, warning=warning,
-                         coverage=coverage)
+    return SegmentResult(labels=labels, markers=np.vstack([markers, added]), mask=mask,
+                         probs=probs, patches=ps, training=result, seconds=secs,
+                         confident=share, warning=warning, coverage=coverage,
+                         split=len(added))
 
 
 def _labels(probs, ps, mask, relief, background: str = "mask", threshold: float = 0.5,
@@ -561,7 +585,8 @@ def segment_field(field, channels: Sequence[str], markers=None, mask=None, **kwa
     if it has one). Markers: `markers`, else the nucleus image's, else the
     field's ``markers.csv``, else the phase-contrast image's own
     (:func:`field_markers`, seeded by ``config.seed``; ``detector=`` a
-    saved marker detector to skip training one).
+    saved marker detector to skip training one; then `split` defaults to
+    True, as in :func:`segment`).
     """
     names = list(channels)
     use_nuc = "nucleus" in names
@@ -574,6 +599,8 @@ def segment_field(field, channels: Sequence[str], markers=None, mask=None, **kwa
     detector = kwargs.pop("detector", None)
     if markers is None and field.nucleus is None:
         seed = (kwargs.get("config") or _train.TrainConfig()).seed
+        if field.markers is None:       # found in the phase image, as segment would
+            kwargs.setdefault("split", True)
         markers = field_markers(field, seed=seed, detector=detector, log=kwargs.get("log"))
     elif detector is not None:
         raise InputError(f"{field.name}: a marker detector places the markers of a "
@@ -666,7 +693,8 @@ def _warn_collapse(share: float, what: str) -> None:
 
 
 def apply_model(model, meta: dict, field, channels: Sequence[str], markers, mask,
-                threshold: float = 0.5, background: str = "mask") -> np.ndarray:
+                threshold: float = 0.5, background: str = "mask", split: bool = False
+                ) -> np.ndarray:
     """Label image of `field` from a trained model (patches made as the model expects).
 
     Parameters
@@ -683,10 +711,13 @@ def apply_model(model, meta: dict, field, channels: Sequence[str], markers, mask
         below it (paper: 0.5).
     background : {"mask", "threshold"}
         As in :func:`segment`.
+    split : bool
+        As in :func:`segment` (for markers found in a phase-contrast image).
 
     Returns
     -------
-    labels : ndarray of int32, shape (H, W); label k + 1 = marker k
+    labels : ndarray of int32, shape (H, W); label k + 1 = marker k, then
+        the cells split off (labels N + 1, ...)
     """
     if background not in BACKGROUNDS:
         raise InputError(f"background must be one of {BACKGROUNDS}, got {background!r}.")
@@ -700,9 +731,10 @@ def apply_model(model, meta: dict, field, channels: Sequence[str], markers, mask
     _warn_collapse(_integrate.confident_share(probs, ps), field.name)
     if background == "threshold":
         return _integrate.integrate(probs, ps, threshold)
-    return _integrate.integrate(probs, ps, threshold, mask=mask,
-                                landscape=_field_relief(field, channels),
-                                **field_flood(channels))
+    relief = _field_relief(field, channels)
+    labels = _integrate.integrate(probs, ps, threshold, mask=mask, landscape=relief,
+                                  **field_flood(channels))
+    return _integrate.split_lobes(labels, relief, markers)[0] if split else labels
 
 
 def field_flood(channels: Sequence[str]) -> dict:

@@ -63,10 +63,11 @@ folder, out, source, steps = sys.argv[1:5]
 f = datasets.load_field(folder).crop(slice(256, 768), slice(256, 768))
 mk, n_bodies = synthetic_nuclei.self_trained_markers(f.images["phase"], return_parts=True) \
     if source == "image" else (None, 0)
-res = pipeline.segment_field(f, ["phase"], markers=mk,
+res = pipeline.segment_field(f, ["phase"], markers=mk, split=source == "image",
                              config=train.TrainConfig(max_steps=int(steps)),
                              progress=False, log=lambda s: None)
-np.savez(out, labels=res.labels, mask=res.mask, markers=res.markers, n_bodies=n_bodies)
+np.savez(out, labels=res.labels, mask=res.mask, markers=res.markers, n_bodies=n_bodies,
+         split=res.split)
 """
 
 
@@ -139,18 +140,20 @@ def test_no_clicks_on_a_real_crop(tmp_path):
     f = datasets.load_field(REAL / "set13").crop(slice(256, 768), slice(256, 768))
     res = _segment_crop(tmp_path, "image")
     n_bodies = int(res.n_bodies)
+    # the markers found in the image; after them, those of cells split off two-lobed labels
+    detected = res.markers[:len(res.markers) - int(res.split)]
     # the bodies' markers come first and need no training: the same in any process
     assert np.array_equal(res.markers[:n_bodies], markers.phase_markers(f.images["phase"]))
     bodies = metrics.marker_scores(res.markers[:n_bodies], f.cells, tolerance=3)
-    found = metrics.marker_scores(res.markers, f.cells, tolerance=3)
+    found = metrics.marker_scores(detected, f.cells, tolerance=3)
     assert bodies["f1"] > 0.65 and bodies["precision"] > 0.8, bodies
     assert found["tp"] > bodies["tp"] and found["f1"] > bodies["f1"], (bodies, found)
     # measured 0.78 (0.80 before markers.body_depth: one detection fewer; 0.76 before rounded cells)
     assert found["f1"] > 0.75, found
     cnn = metrics.summarize(f.cells, res.labels)
     rows = [metrics.summarize(f.cells, lab) for lab in (
-        baseline.nearest_marker(res.mask, res.markers),
-        baseline.propagate(f.stack(["phase"]), res.mask, res.markers))]
+        baseline.nearest_marker(res.mask, detected),
+        baseline.propagate(f.stack(["phase"]), res.mask, detected))]
     assert cnn["AP50"] >= max(r["AP50"] for r in rows) + NO_CLICK_MARGIN - ONE_CELL, (cnn, rows)
     assert cnn["mIOU"] >= max(r["mIOU"] for r in rows) - SPLIT_TOLERANCE, (cnn, rows)
     assert cnn["AP50"] > 0.38 and cnn["mIOU"] > 0.43, cnn

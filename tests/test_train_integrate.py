@@ -452,6 +452,82 @@ def test_an_unmarked_object_walled_in_by_its_halo_stays_background():
     assert integrate.flood_options("brightfield") == {"band": 0.0, "enclosed": 0.0}
 
 
+def test_split_lobes_cuts_a_label_that_holds_a_second_unmarked_cell_on_the_image_line():
+    # label 1: two round cells side by side joined by a neck (the right one has no marker and
+    # was flooded into the left one's label), a bright line between them a little off the
+    # neck's middle; label 2: one long compact cell; label 3: a cell with a small bud
+    rr, cc = np.mgrid[0:80, 0:160]
+    lab = np.zeros((80, 160), np.int32)
+    lab[np.hypot(rr - 20, cc - 20) <= 12] = 1
+    lab[np.hypot(rr - 20, cc - 46) <= 12] = 1
+    lab[16:25, 20:47] = 1                                     # the neck
+    lab[((rr - 60) / 8) ** 2 + ((cc - 40) / 30) ** 2 <= 1] = 2
+    lab[np.hypot(rr - 30, cc - 120) <= 12] = 3
+    lab[np.hypot(rr - 30, cc - 137) <= 5] = 3                # a bud: not a cell of its own
+    land = np.zeros((80, 160), np.float32)
+    land[:, 35] = 5.0                                         # the bright line between the two
+    mk = np.array([[20.0, 20.0], [60.0, 40.0], [30.0, 120.0]])
+    out, added = integrate.split_lobes(lab, land, mk)
+    assert out.dtype == np.int32 and added.shape == (1, 2)
+    assert out.max() == 4 and out[20, 20] == 1 and out[20, 46] == 4
+    r, c = np.round(added[0]).astype(int)
+    assert out[r, c] == 4 and abs(c - 46) <= 3                # its marker: the lobe's middle
+    cut = np.flatnonzero(out[20] == 4).min()
+    assert cut in (35, 36)                                    # on the line, not the neck's middle
+    assert ((out > 0) == (lab > 0)).all()                     # no pixel gained or lost
+    assert (out[lab == 2] == 2).all() and (out[lab == 3] == 3).all()
+    assert lab.max() == 3                                     # the input is left as it was
+    # a deeper neck asks more of a lobe; a larger smallest cell keeps the pair whole
+    assert integrate.split_lobes(lab, land, mk, depth=0.9)[0].max() == 3
+    assert integrate.split_lobes(lab, land, mk, min_area=3.0)[1].shape == (0, 2)
+    empty, none = integrate.split_lobes(np.zeros((8, 8), int), np.zeros((8, 8)), mk)
+    assert not empty.any() and none.shape == (0, 2)
+    with pytest.raises(InputError, match="one 2-D shape"):
+        integrate.split_lobes(lab, land[:40], mk)
+    with pytest.raises(InputError, match="markers"):
+        integrate.split_lobes(lab, land, mk[:2])
+    with pytest.raises(InputError, match="depth"):
+        integrate.split_lobes(lab, land, mk, depth=1.5)
+    with pytest.raises(InputError, match="min_area"):
+        integrate.split_lobes(lab, land, mk, min_area=float("nan"))
+
+
+def test_segment_splits_two_lobed_labels_only_where_markers_may_miss_cells():
+    """Markers found in the phase image: split by default; given markers: not (one per cell)."""
+    from cellnb import datasets, pipeline
+    rr, cc = np.mgrid[0:96, 0:160]
+    m = (np.hypot(rr - 30, cc - 30) <= 12) | (np.hypot(rr - 30, cc - 56) <= 12)
+    m[26:35, 30:57] = True                             # one marker for two cells, a neck between
+    m |= np.hypot(rr - 60, cc - 120) <= 10
+    img = np.random.default_rng(0).normal(0.5, 0.02, m.shape).astype(np.float32)
+    img[m] -= 0.2
+    mk = np.array([[30.0, 30.0], [60.0, 120.0]])
+    model = build_unet(2, width=8, depth=3, patch=64)   # unsure everywhere: cells = the flood
+    logit = model.get_layer("logit")
+    logit.kernel.assign(np.zeros(tuple(logit.kernel.shape), np.float32))
+    logit.bias.assign(np.full(tuple(logit.bias.shape), -8.0, np.float32))
+    kw = dict(markers=mk, mask=m, model=model, progress=False, log=lambda s: None)
+    given = pipeline.segment(img, "phase", **kw)
+    assert given.split == 0 and len(given.markers) == 2 and given.labels.max() == 2
+    assert (given.labels[m & (cc < 80)] == 1).all()
+    found = pipeline.segment(img, "phase", split=True, **kw)
+    assert found.split == 1 and len(found.markers) == 3 and found.labels.max() == 3
+    assert found.labels[30, 30] == 1 and found.labels[30, 56] == 3
+    r, c = np.round(found.markers[2]).astype(int)
+    assert found.labels[r, c] == 3
+    # the notebooks' path: apply_model with markers_from "image" splits the same way
+    field = datasets.Field(name="f", images={"phase": img})
+    meta = {"patch_size": 64, "sigma": 15.0}
+    with pytest.warns(pipeline.CollapseWarning):
+        again = pipeline.apply_model(model, meta, field, ["phase"], mk, m, split=True)
+        plain = pipeline.apply_model(model, meta, field, ["phase"], mk, m)
+    assert np.array_equal(again, found.labels) and np.array_equal(plain, given.labels)
+    # the cell table keeps the split-off cell (no marker of its own among the given two)
+    rows = integrate.cell_table(again, mk)
+    assert [r["id"] for r in rows] == [1, 2, 3] and rows[2]["area"] > 0
+    assert rows[2]["marker_row"] == "" and rows[0]["marker_row"] == 30.0
+
+
 def test_keep_marker_component_and_table():
     lab = np.zeros((24, 24), np.int32)
     lab[2:6, 2:6] = 1
