@@ -589,7 +589,8 @@ def self_trained_markers(image, seed: int = 0, progress: bool = False,
     (0.850 and 0.545 / 0.477 before); with unmarked objects walled in by their
     halo left to the background (:func:`cellnb.integrate.enclosed_basins`),
     the same markers and 0.542 / 0.483 with seed 0 (0.545 / 0.483 once a basin
-    inside one cell is given back to it). About 20-35 s per
+    inside one cell is given back to it); with labels shaped like two cells cut in
+    two after training (:func:`cellnb.integrate.split_lobes`), 0.550 / 0.491. About 20-35 s per
     1022 x 1024 field on 2 CPU cores. The settings were chosen once over all 12 fields, for images at
     that magnification (the scale follows the body size).
 
