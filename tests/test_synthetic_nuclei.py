@@ -129,9 +129,12 @@ def test_detector_targets_mark_centres_and_leave_unsure_cell_area_out():
     assert ndi.label(target)[1] == 2 and target[20, 20] and target[45, 45]
     assert 20 <= target.sum() <= 2 * 32
     assert (weight[target] == 1).all()
-    # the body ring between the disk and 2.5 disks is left out, its far part says "no centre"
+    # the body beyond the disk is left out, near and far (a body may hold a second cell)
     assert weight[20, 20 + 5] == 0 and weight[20, 20 + 6] == 0
-    assert weight[20, 20 + 8] == 1 and not target[20, 20 + 8] and bodies[41, 41 + 16]
+    assert weight[20, 20 + 8] == 0 and not target[20, 20 + 8] and bodies[41, 41 + 16]
+    body = np.zeros((64, 64), bool)
+    body[np.hypot(*np.mgrid[0:64, 0:64] - np.array([20, 20])[:, None, None]) <= 9] = True
+    assert (weight[body & ~target] == 0).all()
     # the cell without a body is left out, the background (4 px beyond the mask) is known
     assert weight[15, 50] == 0
     assert weight[5, 5] == 1 and not target[5, 5]
