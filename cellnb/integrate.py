@@ -603,9 +603,10 @@ def split_lobes(labels, landscape, markers, depth: float = LOBE_DEPTH,
     split was wrong).
 
     Measured on the 12 Usiigaci NIH/3T3 fields (``../shared/data``, the
-    whole no-click bench, seed 0: the same markers and trained networks,
-    so the split is the only change), mIOU / AP@0.5 / touching AP@0.5
-    0.545 / 0.483 / 0.378 -> 0.550 / 0.491 / 0.387: 12 labels split, 8 into
+    whole no-click bench, seed 0, the previous release's markers and
+    trained networks, so the split is the only change), mIOU / AP@0.5 /
+    touching AP@0.5 0.545 / 0.483 / 0.378 -> 0.550 / 0.491 / 0.388: 12
+    labels split, 8 into
     two annotated cells and 4 into one; AP@0.5 up on set5, set15, set20,
     set30 and set33 (+0.004 to +0.033; set30 and set33 are the sparse
     thin-cell fields), down on set1 (-0.008) and set31 (-0.012). Every
@@ -654,7 +655,7 @@ def split_lobes(labels, landscape, markers, depth: float = LOBE_DEPTH,
         return out, np.zeros((0, 2))
     least = min_area * float(np.median(areas[areas > 0]))
     added, nxt = [], len(mk) + 1
-    for k, sl in enumerate(ndi.find_objects(lab.astype(np.int32)), start=1):
+    for k, sl in enumerate(ndi.find_objects(out), start=1):    # the boxes before any split
         if sl is None or areas[k - 1] < 2 * least:
             continue
         # one px of background round the label, so its border is never the box edge
