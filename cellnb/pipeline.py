@@ -729,12 +729,11 @@ def apply_model(model, meta: dict, field, channels: Sequence[str], markers, mask
                        meta.get("sigma", 15.0))
     probs = _integrate.predict_patches(model, ps)
     _warn_collapse(_integrate.confident_share(probs, ps), field.name)
-    if background == "threshold":
-        return _integrate.integrate(probs, ps, threshold)
-    relief = _field_relief(field, channels)
-    labels = _integrate.integrate(probs, ps, threshold, mask=mask, landscape=relief,
-                                  **field_flood(channels))
-    return _integrate.split_lobes(labels, relief, markers)[0] if split else labels
+    relief = _field_relief(field, channels) if background == "mask" else None
+    labels = _labels(probs, ps, mask, relief, background, threshold, field_flood(channels))
+    # as in segment: only in the mask, where the border landscape draws the cut
+    return _integrate.split_lobes(labels, relief, markers)[0] \
+        if split and relief is not None else labels
 
 
 def field_flood(channels: Sequence[str]) -> dict:
