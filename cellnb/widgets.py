@@ -234,7 +234,8 @@ class LiveLoss:
 
 
 def threshold(probs, patches, mask, landscape, image, truth=None, zoom=None,
-              value: float = 0.5, background: str = "mask", flood: dict | None = None):
+              value: float = 0.5, background: str = "mask", flood: dict | None = None,
+              split_markers=None):
     """Slider for the network's threshold and a choice of background rule (notebook 05).
 
     Parameters
@@ -255,12 +256,18 @@ def threshold(probs, patches, mask, landscape, image, truth=None, zoom=None,
         :func:`cellnb.integrate.integrate`'s image-specific flood settings
         (`band`, `enclosed`), as segment uses them
         (:func:`cellnb.pipeline.field_flood`); default none.
+    split_markers : ndarray, shape (N, 2), optional
+        The labels' markers, given when they were found in the phase image
+        (``markers_from = "image"``): then the ``mask`` rule also cuts a label
+        shaped like two cells in two (:func:`cellnb.integrate.split_lobes`),
+        as :func:`cellnb.pipeline.segment` and the saved label images do, so
+        the slider starts from the labels notebook 05 wrote.
 
     Returns
     -------
     ipywidgets.interactive
-        ``.result``: ``{"threshold", "background", "cells", "mIOU"}`` (mIOU None
-        without `truth`).
+        ``.result``: ``{"threshold", "background", "cells", "split", "mIOU"}``
+        (``split``: labels cut in two; mIOU None without `truth`).
     """
     import ipywidgets as w
     from . import integrate as _integrate, metrics, plot
@@ -269,13 +276,18 @@ def threshold(probs, patches, mask, landscape, image, truth=None, zoom=None,
         lab = _integrate.integrate(probs, patches, threshold,
                                    **({"mask": mask, "landscape": landscape, **(flood or {})}
                                       if background == "mask" else {}))
+        cut = 0
+        if split_markers is not None and background == "mask":
+            lab, added = _integrate.split_lobes(lab, landscape, split_markers)
+            cut = len(added)
         n = int(len(np.unique(lab[lab > 0])))
         miou = metrics.matched_iou(truth, lab)["mean"] if truth is not None else None
         fig = plot.label_overlay(image, lab, truth=truth, zoom=zoom,
                                  title=f"{background} rule, threshold {threshold:.2f}: {n} cells"
+                                 + (f" ({cut} split)" if cut else "")
                                  + (f", mIOU {miou:.3f}" if miou is not None else ""))
         return fig, {"threshold": threshold, "background": background, "cells": n,
-                     "mIOU": miou}
+                     "split": cut, "mIOU": miou}
 
     return _interactive(
         draw, threshold=w.FloatSlider(value=value, min=0.05, max=0.95, step=0.05,

@@ -98,3 +98,24 @@ def test_worst_cells_browses_from_the_worst(small_field):
     assert w.result["rank"] == 0 and w.result["cell"] == 3 and w.result["iou"] == 0.0
     nxt = _move(w, rank=1)
     assert nxt["rank"] == 1 and nxt["iou"] == 1.0
+
+
+def test_threshold_cuts_two_lobed_labels_as_segment_does_with_markers_found_in_the_image():
+    """Markers found in the phase image: the slider's labels are the ones notebook 05 saved."""
+    from cellnb import pipeline
+    rr, cc = np.mgrid[0:96, 0:160]
+    m = (np.hypot(rr - 30, cc - 30) <= 12) | (np.hypot(rr - 30, cc - 56) <= 12)
+    m[26:35, 30:57] = True                     # one marker for two cells, a neck between
+    m |= np.hypot(rr - 60, cc - 120) <= 10
+    img = np.random.default_rng(0).normal(0.5, 0.02, m.shape).astype(np.float32)
+    img[m] -= 0.2
+    mk = np.array([[30.0, 30.0], [60.0, 120.0]])
+    ps = patches.extract_patches(img[..., None], mk, m, size=64)
+    probs = np.full(ps.x.shape[:3], 3e-4, np.float32)      # unsure everywhere: the flood
+    land = integrate.border_landscape(img, "phase")
+    kw = dict(value=0.5, background="mask", flood=pipeline.field_flood(["phase"]))
+    whole = widgets.threshold(probs, ps, m, land, img, **kw).result
+    assert whole["cells"] == 2 and whole["split"] == 0
+    w = widgets.threshold(probs, ps, m, land, img, split_markers=mk, **kw)
+    assert w.result["cells"] == 3 and w.result["split"] == 1
+    assert _move(w, threshold=0.3)["split"] == 1           # it holds as the slider moves
