@@ -56,6 +56,21 @@ def phase_cells(shape=(256, 256), seed=0, radius=(10, 14)):
     return (img + rng.normal(0, 0.01, shape)).astype(np.float32), cells
 
 
+def one_marker_two_cells():
+    """A dark dumbbell (two round cells joined by a neck) with one marker, and a round cell.
+
+    Returns the image (96, 160) float32, the mask and the two markers (row, col): the
+    first marker's label, flooded through the mask, holds two cells.
+    """
+    rr, cc = np.mgrid[0:96, 0:160]
+    m = (np.hypot(rr - 30, cc - 30) <= 12) | (np.hypot(rr - 30, cc - 56) <= 12)
+    m[26:35, 30:57] = True                             # the neck
+    m |= np.hypot(rr - 60, cc - 120) <= 10
+    img = np.random.default_rng(0).normal(0.5, 0.02, m.shape).astype(np.float32)
+    img[m] -= 0.2
+    return img, m, np.array([[30.0, 30.0], [60.0, 120.0]])
+
+
 #: :func:`rounded_field`'s two rounded cells (a grey centre of radius 7 in a bright ring of 14)
 ROUNDED = [(40, 40), (120, 125)]
 

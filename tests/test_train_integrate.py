@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from cellnb import integrate, markers, mask, patches, train
+from conftest import one_marker_two_cells
 from cellnb.__main__ import main
 from cellnb.io import InputError
 from cellnb.model import build_unet, count_params
@@ -495,13 +496,8 @@ def test_split_lobes_cuts_a_label_that_holds_a_second_unmarked_cell_on_the_image
 def test_segment_splits_two_lobed_labels_only_where_markers_may_miss_cells():
     """Markers found in the phase image: split by default; given markers: not (one per cell)."""
     from cellnb import datasets, pipeline
-    rr, cc = np.mgrid[0:96, 0:160]
-    m = (np.hypot(rr - 30, cc - 30) <= 12) | (np.hypot(rr - 30, cc - 56) <= 12)
-    m[26:35, 30:57] = True                             # one marker for two cells, a neck between
-    m |= np.hypot(rr - 60, cc - 120) <= 10
-    img = np.random.default_rng(0).normal(0.5, 0.02, m.shape).astype(np.float32)
-    img[m] -= 0.2
-    mk = np.array([[30.0, 30.0], [60.0, 120.0]])
+    img, m, mk = one_marker_two_cells()
+    cc = np.mgrid[0:96, 0:160][1]
     model = build_unet(2, width=8, depth=3, patch=64)   # unsure everywhere: cells = the flood
     logit = model.get_layer("logit")
     logit.kernel.assign(np.zeros(tuple(logit.kernel.shape), np.float32))

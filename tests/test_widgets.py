@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from cellnb import integrate, markers, mask, patches, widgets
+from conftest import one_marker_two_cells
 from cellnb.model import build_unet
 
 matplotlib.use("Agg")
@@ -103,13 +104,7 @@ def test_worst_cells_browses_from_the_worst(small_field):
 def test_threshold_cuts_two_lobed_labels_as_segment_does_with_markers_found_in_the_image():
     """Markers found in the phase image: the slider's labels are the ones notebook 05 saved."""
     from cellnb import pipeline
-    rr, cc = np.mgrid[0:96, 0:160]
-    m = (np.hypot(rr - 30, cc - 30) <= 12) | (np.hypot(rr - 30, cc - 56) <= 12)
-    m[26:35, 30:57] = True                     # one marker for two cells, a neck between
-    m |= np.hypot(rr - 60, cc - 120) <= 10
-    img = np.random.default_rng(0).normal(0.5, 0.02, m.shape).astype(np.float32)
-    img[m] -= 0.2
-    mk = np.array([[30.0, 30.0], [60.0, 120.0]])
+    img, m, mk = one_marker_two_cells()
     ps = patches.extract_patches(img[..., None], mk, m, size=64)
     probs = np.full(ps.x.shape[:3], 3e-4, np.float32)      # unsure everywhere: the flood
     land = integrate.border_landscape(img, "phase")
