@@ -1,7 +1,8 @@
 """Real-data table: every field of every set in ../shared/data with human whole-cell truth.
 
 Usage: .venv/bin/python bench/real_data.py [--data ../shared/data] [--sets usiigaci-phase]
-           [--fields set1 set13] [--steps 300] [--mask auto|truth] [--markers clicked|image]
+           [--fields set1 set13] [--steps 300] [--mask auto|truth]
+           [--markers clicked|image|corrected] [--fix background extra missing]
            [--set KEY=VALUE ...] [--no-cnn] [--out runs/real_data]
 
 For each annotated field: the unsupervised CNN (`cellnb.pipeline.segment_field` on the
@@ -24,6 +25,13 @@ detected marker with no annotated cell is a false positive in every figure. The 
 labels shaped like two cells in two, as `segment --image` does
 (`cellnb.integrate.split_lobes`; column ``split``: how many); the classical rows keep the
 detected markers alone.
+
+``--markers corrected`` is a user's check of the detected markers before segmenting: the
+markers of ``--markers image``, then `cellnb.metrics.corrected_markers` against the annotated
+cells: a marker on no annotated cell deleted, a cell's second marker deleted, a cell without a
+marker clicked at its deepest point (``--fix`` makes only some of the three). A third markers
+row per field gives the corrected markers and the clicks each fix took. Every row then
+segments with them as with clicks (no split after training, as `segment --markers`).
 
 ``--mask truth`` gives every method the true foreground as its mask: what is left is the
 network's own share of the error (how it splits the foreground into cells). ``--set``
@@ -75,9 +83,13 @@ def main():
     ap.add_argument("--fields", nargs="*")
     ap.add_argument("--steps", type=int, default=300, help="training step budget")
     ap.add_argument("--mask", choices=["auto", "truth"], default="auto")
-    ap.add_argument("--markers", choices=["clicked", "image"], default="clicked",
+    ap.add_argument("--markers", choices=["clicked", "image", "corrected"], default="clicked",
                     help="clicked: the field's markers.csv / nucleus image; image: found in the "
-                         "phase-contrast image (no clicks)")
+                         "phase-contrast image (no clicks); corrected: found in the image, then "
+                         "corrected against the annotated cells as a user would")
+    ap.add_argument("--fix", nargs="+", choices=metrics.CORRECTIONS,
+                    default=list(metrics.CORRECTIONS),
+                    help="with --markers corrected: which corrections the user makes")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                     help="TrainConfig overrides, e.g. beta=3")
     ap.add_argument("--no-cnn", action="store_true", help="classical rows only")
@@ -94,14 +106,14 @@ def main():
         rows.append(r)
         print(" | ".join(f"{k} {v}" for k, v in r.items()), flush=True)
 
-    def marker_row(set_name, field, mk, truth, t0, source, tolerance=3.0):
+    def marker_row(set_name, field, mk, truth, t0, source, tolerance=3.0, **extra):
         """Markers against the annotated objects (nuclei, or whole cells): one row."""
         s = metrics.marker_scores(mk, truth, tolerance=tolerance)
         marker_rows.append({"set": set_name, "field": field, "source": source,
                             "objects": s["n_nuclei"], "markers": s["n_markers"],
                             "precision": round(s["precision"], 3),
                             "recall": round(s["recall"], 3), "F1": round(s["f1"], 3),
-                            "seconds": round(time.perf_counter() - t0, 1)})
+                            "seconds": round(time.perf_counter() - t0, 1), **extra})
         print("markers:", marker_rows[-1], flush=True)
         io.write_table(out / "real_data_markers.csv", marker_rows, markdown=True)
 
@@ -117,7 +129,7 @@ def main():
         mods = [modality_of(c) for c in cell]
         truth_fg = f.cells > 0
         t0 = time.perf_counter()
-        if a.markers == "image":
+        if a.markers in ("image", "corrected"):
             # `--set seed=K` seeds the detector too, as `segment --seed K` does
             mk, n_bodies = synthetic_nuclei.self_trained_markers(
                 f.images[cell[mods.index("phase")]], seed=cfg.seed,
@@ -126,6 +138,11 @@ def main():
                        tolerance=3)
             marker_row(set_name, f.name, mk, f.cells, t0,
                        "phase image: bodies + detector + rounded cells", tolerance=3)
+            if a.markers == "corrected":
+                # a user's check of the detected markers before segmenting: what it takes
+                mk, clicks = metrics.corrected_markers(mk, f.cells, tolerance=3, fix=a.fix)
+                marker_row(set_name, f.name, mk, f.cells, t0,
+                           f"corrected ({'+'.join(a.fix)})", tolerance=3, **clicks)
         else:
             mk = pipeline.field_markers(f)
         cmask = truth_fg if a.mask == "truth" else \

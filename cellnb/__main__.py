@@ -73,7 +73,7 @@ def _cmd_markers(a) -> int:
             else None
         # without a detector this trains one; it says on stderr when it keeps the bodies
         m = self_trained_markers(read_image(a.phase), seed=a.seed, detector=detector)
-    write_markers(a.out, m)
+    write_markers(a.out, m, layout=a.layout)
     print(f"{len(m)} markers -> {a.out}")
     return 0
 
@@ -288,7 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--nucleus", help="nucleus image: one marker per nucleus")
     g.add_argument("--phase", help="phase-contrast cell image: one marker per cell, from its "
-                   "dark bodies and a detector trained on them (~20-35 s per 1024 px field)")
+                   "dark bodies and a detector trained on them (~20-40 s per 1024 px field, "
+                   "2 cores)")
     p.add_argument("--out", required=True)
     p.add_argument("--sigma", type=float, default=1.0)
     p.add_argument("--save-detector", metavar="DET.keras",
@@ -297,8 +298,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "the other frames of a time-lapse)")
     p.add_argument("--detector", metavar="DET.keras",
                    help="with --phase: apply this saved marker detector instead of training "
-                        "one (the 20-35 s of training are skipped)")
+                        "one (the 20-40 s of training are skipped)")
     p.add_argument("--seed", type=int, default=0, help="seeds the marker detector's training")
+    p.add_argument("--layout", choices=["cellnb", "napari"], default="cellnb",
+                   help="CSV columns: id,row,col (cellnb), or index,axis-0,axis-1, which napari "
+                        "opens as a points layer to correct by hand (segment --markers reads "
+                        "both)")
     p.set_defaults(func=_cmd_markers)
 
     p = sub.add_parser("segment", help="whole pipeline on one field -> label TIFF")

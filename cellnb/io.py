@@ -497,14 +497,37 @@ def write_table(path: str | os.PathLike, rows: Sequence[dict], markdown: bool = 
     return dest
 
 
-def write_markers(path: str | os.PathLike, markers) -> Path:
-    """Write (N, 2) marker positions as CSV with columns ``id,row,col``.
+def write_markers(path: str | os.PathLike, markers, layout: str = "cellnb") -> Path:
+    """Write (N, 2) marker positions as CSV, atomically.
 
-    Marker ``id`` k (1-based) becomes label k in the segmentation.
+    Parameters
+    ----------
+    path : path-like
+        CSV file to write.
+    markers : array_like, shape (N, 2)
+        (row, col) positions.
+    layout : {"cellnb", "napari"}
+        ``"cellnb"``: columns ``id,row,col``; marker ``id`` k (1-based)
+        becomes label k in the segmentation. ``"napari"``: columns
+        ``index,axis-0,axis-1``, what napari opens by drag and drop as a 2-D
+        points layer (to correct the markers by hand and save them back with
+        *File > Save Selected Layer*). :func:`read_markers` reads both.
+
+    Returns
+    -------
+    Path
+        The file written.
     """
     m = check_markers(markers)
-    return write_table(path, [{"id": i + 1, "row": f"{r:.2f}", "col": f"{c:.2f}"}
-                              for i, (r, c) in enumerate(m)])
+    if layout == "cellnb":
+        rows = [{"id": i + 1, "row": f"{r:.2f}", "col": f"{c:.2f}"} for i, (r, c) in enumerate(m)]
+    elif layout == "napari":
+        rows = [{"index": i, "axis-0": f"{r:.2f}", "axis-1": f"{c:.2f}"}
+                for i, (r, c) in enumerate(m)]
+    else:
+        raise InputError(f"write_markers: unknown layout {layout!r}; use 'cellnb' (id,row,col) "
+                         "or 'napari' (index,axis-0,axis-1).")
+    return write_table(path, rows)
 
 
 #: accepted marker CSV layouts: (row column, col column, who writes it); names are

@@ -5,15 +5,44 @@ on any segmentation, not just cellnb's.
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 
 from .io import InputError, check_labels, check_markers
 
-__all__ = ["marker_scores", "mask_iou", "iou_matrix", "matched_iou", "match", "touching_ids",
-           "touching_ap", "summarize", "average_precision", "agreement", "same_id_iou", "THRESHOLDS"]
+__all__ = ["marker_scores", "corrected_markers", "CORRECTIONS", "mask_iou", "iou_matrix",
+           "matched_iou", "match", "touching_ids", "touching_ap", "summarize",
+           "average_precision", "agreement", "same_id_iou", "THRESHOLDS"]
 
 #: IoU thresholds for instance matching (Cellpose / StarDist convention)
 THRESHOLDS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)
+
+
+def _marker_hits(markers, lab: np.ndarray, tolerance: float) -> tuple[np.ndarray, np.ndarray]:
+    """The (N, 2) markers and the object each one matches (0: none), as `marker_scores` rules."""
+    m = np.asarray(markers, float).reshape(-1, 2)
+    if len(m):
+        m = check_markers(m, shape=lab.shape)
+    hit = np.zeros(len(m), dtype=np.int64)
+    h, w = lab.shape
+    t = int(np.ceil(tolerance))
+    for k, (r, c) in enumerate(m):
+        ri, ci = int(round(r)), int(round(c))
+        if lab[ri, ci] > 0:
+            hit[k] = lab[ri, ci]
+            continue
+        if t <= 0:
+            continue
+        r0, r1, c0, c1 = max(0, ri - t), min(h, ri + t + 1), max(0, ci - t), min(w, ci + t + 1)
+        win = lab[r0:r1, c0:c1]
+        yy, xx = np.nonzero(win)
+        if yy.size:
+            d = np.hypot(yy + r0 - r, xx + c0 - c)
+            j = int(np.argmin(d))
+            if d[j] <= tolerance:
+                hit[k] = win[yy[j], xx[j]]
+    return m, hit
 
 
 def marker_scores(markers, nuclei, tolerance: float = 3.0) -> dict:
@@ -42,27 +71,7 @@ def marker_scores(markers, nuclei, tolerance: float = 3.0) -> dict:
     """
     lab = check_labels(nuclei, name="ground-truth nuclei")
     n_true = int(len(np.unique(lab[lab > 0])))
-    m = np.asarray(markers, float).reshape(-1, 2)
-    if len(m):
-        m = check_markers(m, shape=lab.shape)
-    hit = np.zeros(len(m), dtype=np.int64)
-    h, w = lab.shape
-    t = int(np.ceil(tolerance))
-    for k, (r, c) in enumerate(m):
-        ri, ci = int(round(r)), int(round(c))
-        if lab[ri, ci] > 0:
-            hit[k] = lab[ri, ci]
-            continue
-        if t <= 0:
-            continue
-        r0, r1, c0, c1 = max(0, ri - t), min(h, ri + t + 1), max(0, ci - t), min(w, ci + t + 1)
-        win = lab[r0:r1, c0:c1]
-        yy, xx = np.nonzero(win)
-        if yy.size:
-            d = np.hypot(yy + r0 - r, xx + c0 - c)
-            j = int(np.argmin(d))
-            if d[j] <= tolerance:
-                hit[k] = win[yy[j], xx[j]]
+    m, hit = _marker_hits(markers, lab, tolerance)
     # each nucleus counts once; further markers in it are over-splits (FP)
     tp = int(np.unique(hit[hit > 0]).size)
     fp = len(m) - tp
@@ -74,6 +83,77 @@ def marker_scores(markers, nuclei, tolerance: float = 3.0) -> dict:
                 precision=precision, recall=recall, f1=f1,
                 fn_rate=fn / n_true if n_true else 0.0,
                 fp_rate=fp / len(m) if len(m) else 0.0)
+
+
+#: what :func:`corrected_markers` fixes, in the order a user would work through a field
+CORRECTIONS = ("background", "extra", "missing")
+
+
+def corrected_markers(markers, cells, tolerance: float = 3.0,
+                      fix: Sequence[str] = CORRECTIONS) -> tuple[np.ndarray, dict]:
+    """The markers after a user has corrected them against the annotated cells.
+
+    Simulates the check a user makes on detected markers before segmenting:
+    delete each marker that lies on no annotated cell (``"background"``),
+    delete all but one marker of a cell that holds several (``"extra"``: the
+    one nearest the cell's deepest point stays), and click the deepest point
+    of each cell that holds none (``"missing"``). A marker's cell is the one
+    :func:`marker_scores` matches it to, so the result scores precision and
+    recall 1 with all three fixes. The counts say how many clicks it took,
+    to set against one click per cell.
+
+    Parameters
+    ----------
+    markers : array_like, shape (N, 2)
+        (row, col) positions, e.g. found in the image.
+    cells : ndarray of int, shape (H, W)
+        Annotated cell labels (0 = background).
+    tolerance : float
+        As in :func:`marker_scores`.
+    fix : sequence of str
+        Which of :data:`CORRECTIONS` to make.
+
+    Returns
+    -------
+    markers : ndarray of float64, shape (M, 2)
+        The kept markers in their order, then the added ones in label order.
+    counts : dict
+        ``background, extra, missing`` (markers deleted or added by each
+        fix; 0 for a fix not made) and ``clicks``, their sum.
+    """
+    from scipy import ndimage as ndi
+    from skimage.segmentation import find_boundaries
+    unknown = set(fix) - set(CORRECTIONS)
+    if unknown:
+        raise InputError(f"corrected_markers: unknown fix {sorted(unknown)}; choose from "
+                         f"{list(CORRECTIONS)}.")
+    lab = check_labels(cells, name="annotated cells")
+    m, hit = _marker_hits(markers, lab, tolerance)
+    ids = np.unique(lab[lab > 0])
+    # each cell's deepest pixel, touching cells kept apart by their shared border
+    inner = (lab > 0) & ~find_boundaries(lab, mode="inner")
+    depth = ndi.distance_transform_edt(np.pad(inner, 1))[1:-1, 1:-1] + inner
+    deepest = np.array(ndi.maximum_position(depth, lab, ids), float).reshape(-1, 2)
+    centre = dict(zip(ids.tolist(), deepest))
+    keep = np.ones(len(m), bool)
+    counts = dict.fromkeys(CORRECTIONS, 0)
+    if "background" in fix:
+        keep &= hit > 0
+        counts["background"] = int(np.sum(hit == 0))
+    if "extra" in fix:
+        for k in np.unique(hit[hit > 0]):
+            idx = np.flatnonzero(hit == k)
+            if len(idx) > 1:
+                near = idx[np.argmin(np.hypot(*(m[idx] - centre[int(k)]).T))]
+                keep[idx[idx != near]] = False
+                counts["extra"] += len(idx) - 1
+    added = np.empty((0, 2))
+    if "missing" in fix:
+        missed = sorted(set(ids.tolist()) - set(hit[hit > 0].tolist()))
+        added = np.array([centre[k] for k in missed], float).reshape(-1, 2)
+        counts["missing"] = len(missed)
+    counts["clicks"] = sum(counts[k] for k in CORRECTIONS)
+    return np.concatenate([m[keep], added]), counts
 
 
 def mask_iou(mask, truth) -> float:

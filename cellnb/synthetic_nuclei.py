@@ -601,8 +601,9 @@ def self_trained_markers(image, seed: int = 0, progress: bool = False,
     two after training (:func:`cellnb.integrate.split_lobes`), 0.550 / 0.491; with
     each body's far part left out of the detector's training
     (:func:`detector_targets`), F1 0.855 (precision 0.824, recall 0.892) and
-    0.561 / 0.490 (seed 1: F1 0.854, 0.565 / 0.495). About 20-35 s per
-    1022 x 1024 field on 2 CPU cores. The settings were chosen once over all 12 fields, for images at
+    0.561 / 0.490 (seed 1: F1 0.854, 0.565 / 0.495). About 20-40 s per
+    1022 x 1024 field on 2 CPU cores (20-35 s on the README timing table's machine, 33-39 s
+    on one 1.75x slower). The settings were chosen once over all 12 fields, for images at
     that magnification (the scale follows the body size).
 
     Parameters
@@ -624,7 +625,7 @@ def self_trained_markers(image, seed: int = 0, progress: bool = False,
     detector : keras.Model, optional
         A detector already trained on another image of the same kind
         (:func:`train_marker_detector`, e.g. the first frame of a
-        time-lapse): applied without training, so the 20-35 s of training
+        time-lapse): applied without training, so the 20-40 s of training
         are skipped (its prediction takes ~0.2 s).
         Measured on the 12 Usiigaci fields (``bench/detector_reuse.py``): a
         detector trained on one field gives F1 0.802-0.808 on all 12

@@ -134,6 +134,17 @@ FIJI = (" ,Area,Mean,Min,Max,X,Y,Ch,Frame\n"
 NAPARI = "index,axis-0,axis-1\n0,12.0,30.5\n1,40.25,7.0\n"
 
 
+def test_markers_written_for_napari_have_its_points_layout_and_read_back(tmp_path):
+    m = np.array([[12.0, 30.5], [40.25, 7.0]])
+    p = io.write_markers(tmp_path / "m.csv", m, layout="napari")
+    # napari opens a CSV as points when its header holds axis-0 and axis-1
+    assert p.read_text().splitlines()[0] == NAPARI.splitlines()[0]
+    np.testing.assert_allclose(io.read_markers(p), m)
+    with pytest.raises(InputError, match="unknown layout.*napari"):
+        io.write_markers(tmp_path / "x.csv", m, layout="fiji")
+    assert not (tmp_path / "x.csv").exists()
+
+
 @pytest.mark.parametrize("text", [FIJI, NAPARI, "\ufeffid,row,col,extra\n1,12,30.5,a\n2,40.25,7,b\n",
                                   "y,x\n12,30.5\n\n40.25,7\n"],
                          ids=["fiji", "napari", "cellnb+bom+extra", "yx+blank-line"])

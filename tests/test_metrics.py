@@ -24,6 +24,28 @@ def test_marker_scores_known_answer():
     assert s0["tp"] == 0
 
 
+
+def test_corrected_markers_makes_each_fix_a_user_would_and_counts_the_clicks():
+    cells = np.zeros((40, 40), int)
+    cells[2:11, 2:11] = 1          # one marker: kept
+    cells[2:13, 20:31] = 2         # two markers: the one nearer its deepest point stays
+    cells[25:34, 25:34] = 3        # touches nothing, holds no marker: clicked at its centre
+    cells[25:34, 2:11] = 4
+    cells[25:34, 11:20] = 5        # touches cell 4; holds no marker either
+    m = np.array([[6, 6], [3, 21], [7, 26], [38, 38], [29, 6]], float)
+    fixed, n = metrics.corrected_markers(m, cells, tolerance=3)
+    assert n == {"background": 1, "extra": 1, "missing": 2, "clicks": 4}
+    s = metrics.marker_scores(fixed, cells, tolerance=0)
+    assert s["precision"] == 1.0 and s["recall"] == 1.0
+    np.testing.assert_array_equal(fixed[:3], [[6, 6], [7, 26], [29, 6]])   # order kept
+    # the added markers sit at each cell's deepest pixel, inside it even where cells touch
+    np.testing.assert_array_equal(fixed[3:], [[29, 29], [29, 15]])
+    only, n1 = metrics.corrected_markers(m, cells, fix=["missing"])
+    assert n1 == {"background": 0, "extra": 0, "missing": 2, "clicks": 2}
+    assert len(only) == len(m) + 2
+    with pytest.raises(InputError, match="unknown fix"):
+        metrics.corrected_markers(m, cells, fix=["debris"])
+
 def test_mask_iou():
     a = np.zeros((10, 10), bool)
     b = a.copy()

@@ -1,10 +1,10 @@
-
 import nbformat
+import numpy as np
 import pytest
 
 from cellnb import runner
 from cellnb.__main__ import main
-from cellnb.io import InputError
+from cellnb.io import InputError, read_markers
 
 
 def _nb(path, params_src, body):
@@ -101,7 +101,14 @@ def test_cli_markers_and_bad_input(tmp_path, small_field, capsys):
     tifffile.imwrite(tmp_path / "n.tif", small_field.nucleus)
     assert main(["markers", "--nucleus", str(tmp_path / "n.tif"), "--out",
                  str(tmp_path / "m.csv")]) == 0
-    assert len((tmp_path / "m.csv").read_text().splitlines()) > 10
+    lines = (tmp_path / "m.csv").read_text().splitlines()
+    assert len(lines) > 10 and lines[0] == "id,row,col"
+    # the napari layout holds the same points, for correcting them by hand
+    assert main(["markers", "--nucleus", str(tmp_path / "n.tif"), "--out",
+                 str(tmp_path / "m_napari.csv"), "--layout", "napari"]) == 0
+    assert (tmp_path / "m_napari.csv").read_text().splitlines()[0] == "index,axis-0,axis-1"
+    np.testing.assert_allclose(read_markers(tmp_path / "m_napari.csv"),
+                               read_markers(tmp_path / "m.csv"))
     (tmp_path / "bad.tif").write_bytes(b"nope")
     assert main(["markers", "--nucleus", str(tmp_path / "bad.tif"), "--out",
                  str(tmp_path / "m2.csv")]) == 2
