@@ -511,7 +511,7 @@ def write_markers(path: str | os.PathLike, markers, layout: str = "cellnb") -> P
         becomes label k in the segmentation. ``"napari"``: columns
         ``index,axis-0,axis-1``, what napari opens by drag and drop as a 2-D
         points layer (to correct the markers by hand and save them back with
-        *File > Save Selected Layer*). :func:`read_markers` reads both.
+        *File > Save Selected Layer(s)*). :func:`read_markers` reads both.
 
     Returns
     -------
