@@ -123,6 +123,8 @@ def corrected_markers(markers, cells, tolerance: float = 3.0,
     """
     from scipy import ndimage as ndi
     from skimage.segmentation import find_boundaries
+
+    from .markers import body_depth
     unknown = set(fix) - set(CORRECTIONS)
     if unknown:
         raise InputError(f"corrected_markers: unknown fix {sorted(unknown)}; choose from "
@@ -131,8 +133,7 @@ def corrected_markers(markers, cells, tolerance: float = 3.0,
     m, hit = _marker_hits(markers, lab, tolerance)
     ids = np.unique(lab[lab > 0])
     # each cell's deepest pixel, touching cells kept apart by their shared border
-    inner = (lab > 0) & ~find_boundaries(lab, mode="inner")
-    depth = ndi.distance_transform_edt(np.pad(inner, 1))[1:-1, 1:-1] + inner
+    depth = body_depth((lab > 0) & ~find_boundaries(lab, mode="inner"))
     deepest = np.array(ndi.maximum_position(depth, lab, ids), float).reshape(-1, 2)
     centre = dict(zip(ids.tolist(), deepest))
     keep = np.ones(len(m), bool)

@@ -24,7 +24,6 @@ def test_marker_scores_known_answer():
     assert s0["tp"] == 0
 
 
-
 def test_corrected_markers_makes_each_fix_a_user_would_and_counts_the_clicks():
     cells = np.zeros((40, 40), int)
     cells[2:11, 2:11] = 1          # one marker: kept
