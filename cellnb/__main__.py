@@ -17,7 +17,7 @@ import re
 import sys
 import time
 
-from .io import InputError
+from .io import MARKER_LAYOUTS, InputError
 
 __all__ = ["main"]
 
@@ -300,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --phase: apply this saved marker detector instead of training "
                         "one (the 20-40 s of training are skipped)")
     p.add_argument("--seed", type=int, default=0, help="seeds the marker detector's training")
-    p.add_argument("--layout", choices=["cellnb", "napari"], default="cellnb",
+    p.add_argument("--layout", choices=list(MARKER_LAYOUTS), default="cellnb",
                    help="CSV columns: id,row,col (cellnb), or index,axis-0,axis-1, which napari "
                         "opens as a points layer to correct by hand (segment --markers reads "
                         "both)")

@@ -33,6 +33,7 @@ __all__ = [
     "write_image",
     "read_markers",
     "write_markers",
+    "MARKER_LAYOUTS",
     "write_table",
     "atomic_path",
     "markdown_table",
@@ -497,6 +498,10 @@ def write_table(path: str | os.PathLike, rows: Sequence[dict], markdown: bool = 
     return dest
 
 
+#: the layouts :func:`write_markers` writes: (id column, first id, row column, col column)
+MARKER_LAYOUTS = {"cellnb": ("id", 1, "row", "col"), "napari": ("index", 0, "axis-0", "axis-1")}
+
+
 def write_markers(path: str | os.PathLike, markers, layout: str = "cellnb") -> Path:
     """Write (N, 2) marker positions as CSV, atomically.
 
@@ -519,15 +524,13 @@ def write_markers(path: str | os.PathLike, markers, layout: str = "cellnb") -> P
         The file written.
     """
     m = check_markers(markers)
-    if layout == "cellnb":
-        rows = [{"id": i + 1, "row": f"{r:.2f}", "col": f"{c:.2f}"} for i, (r, c) in enumerate(m)]
-    elif layout == "napari":
-        rows = [{"index": i, "axis-0": f"{r:.2f}", "axis-1": f"{c:.2f}"}
-                for i, (r, c) in enumerate(m)]
-    else:
-        raise InputError(f"write_markers: unknown layout {layout!r}; use 'cellnb' (id,row,col) "
-                         "or 'napari' (index,axis-0,axis-1).")
-    return write_table(path, rows)
+    if layout not in MARKER_LAYOUTS:
+        known = " or ".join(f"'{k}' ({','.join((v[0],) + v[2:])})"
+                            for k, v in MARKER_LAYOUTS.items())
+        raise InputError(f"write_markers: unknown layout {layout!r}; use {known}.")
+    key, first, rname, cname = MARKER_LAYOUTS[layout]
+    return write_table(path, [{key: i + first, rname: f"{r:.2f}", cname: f"{c:.2f}"}
+                              for i, (r, c) in enumerate(m)])
 
 
 #: accepted marker CSV layouts: (row column, col column, who writes it); names are
