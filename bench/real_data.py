@@ -2,7 +2,7 @@
 
 Usage: .venv/bin/python bench/real_data.py [--data ../shared/data] [--sets usiigaci-phase]
            [--fields set1 set13] [--steps 300] [--mask auto|truth]
-           [--markers clicked|image|corrected] [--fix background extra missing]
+           [--markers clicked|image|corrected] [--fix background extra missing] [--offset PX]
            [--set KEY=VALUE ...] [--no-cnn] [--out runs/real_data]
 
 For each annotated field: the unsupervised CNN (`cellnb.pipeline.segment_field` on the
@@ -32,6 +32,11 @@ cells: a marker on no annotated cell deleted, a cell's second marker deleted, a 
 marker clicked at its deepest point (``--fix`` makes only some of the three). A third markers
 row per field gives the corrected markers and the clicks each fix took. Every row then
 segments with them as with clicks (no split after training, as `segment --markers`).
+
+``--offset PX`` moves each clicked marker PX px off its cell's middle, in a random direction
+inside its annotated cell (`cellnb.metrics.offset_markers`, seeded by ``--set seed=K``): the
+shared clicks sit on each cell's deepest pixel, which no user hits; this measures how much the
+method depends on where a cell is clicked. Every row uses the moved markers.
 
 ``--mask truth`` gives every method the true foreground as its mask: what is left is the
 network's own share of the error (how it splits the foreground into cells). ``--set``
@@ -90,6 +95,9 @@ def main():
     ap.add_argument("--fix", nargs="+", choices=metrics.CORRECTIONS,
                     default=list(metrics.CORRECTIONS),
                     help="with --markers corrected: which corrections the user makes")
+    ap.add_argument("--offset", type=float, default=0.0, metavar="PX",
+                    help="with --markers clicked: move each click PX px off its cell's middle "
+                         "(random direction, inside its annotated cell)")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                     help="TrainConfig overrides, e.g. beta=3")
     ap.add_argument("--no-cnn", action="store_true", help="classical rows only")
@@ -98,6 +106,10 @@ def main():
     data = Path(a.data)
     if not data.is_dir():
         sys.exit(f"no real data at {data} (see the README: ../shared/data)")
+    if a.offset and a.markers != "clicked":
+        ap.error("--offset moves clicked markers; use it with --markers clicked")
+    if not (a.offset >= 0):
+        ap.error(f"--offset must be a distance in px >= 0, got {a.offset}")
     cfg = train.TrainConfig(max_steps=a.steps, **train_overrides(a.set, ap.error))
     out = Path(a.out)
     rows, marker_rows = [], []
@@ -145,12 +157,18 @@ def main():
                            f"corrected ({'+'.join(a.fix)})", tolerance=3, **clicks)
         else:
             mk = pipeline.field_markers(f)
+            if a.offset:
+                mk, moved = metrics.offset_markers(mk, f.cells, a.offset, seed=cfg.seed)
+                marker_row(set_name, f.name, mk, f.cells, t0, f"clicks moved {a.offset:g} px",
+                           tolerance=3, moved=moved)
         cmask = truth_fg if a.mask == "truth" else \
             foreground_mask(f.stack(cell), mods, markers=mk, hint=f.hint)
         mask_s = time.perf_counter() - t0
         own = truth_fg if a.mask == "truth" else baseline.classical_mask(f.images[cell[0]],
                                                                          mods[0])
         base = dict(set=set_name, markers=a.markers)
+        if a.offset:
+            base["offset"] = a.offset
         if not a.no_cnn:
             t0 = time.perf_counter()
             # detected markers miss cells, as in `segment --image`: two-lobed labels split

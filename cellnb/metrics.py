@@ -11,7 +11,7 @@ import numpy as np
 
 from .io import InputError, check_labels, check_markers
 
-__all__ = ["marker_scores", "corrected_markers", "CORRECTIONS", "mask_iou", "iou_matrix",
+__all__ = ["marker_scores", "corrected_markers", "CORRECTIONS", "offset_markers", "mask_iou", "iou_matrix",
            "matched_iou", "match", "touching_ids", "touching_ap", "summarize",
            "average_precision", "agreement", "same_id_iou", "THRESHOLDS"]
 
@@ -155,6 +155,58 @@ def corrected_markers(markers, cells, tolerance: float = 3.0,
         counts["missing"] = len(missed)
     counts["clicks"] = sum(counts[k] for k in CORRECTIONS)
     return np.concatenate([m[keep], added]), counts
+
+
+def offset_markers(markers, cells, distance: float, seed: int = 0) -> tuple[np.ndarray, int]:
+    """The markers moved `distance` px off, each inside the annotated cell it lies in.
+
+    Simulates where a user's click lands rather than a cell's ideal middle:
+    each marker moves `distance` px in a random direction (of 16, tried in a
+    random order) to a pixel of the same annotated cell. A marker on no
+    annotated cell, or in a cell too narrow for any direction, stays put.
+    With the shared fields' clicks (each on its cell's deepest pixel) it
+    measures how much the method depends on where a cell is clicked
+    (``bench/real_data.py --offset``).
+
+    Parameters
+    ----------
+    markers : array_like, shape (N, 2)
+        (row, col) positions.
+    cells : ndarray of int, shape (H, W)
+        Annotated cell labels (0 = background).
+    distance : float
+        How far each marker moves, px (>= 0).
+    seed : int
+        Seed of the directions: the same seed moves the same markers alike.
+
+    Returns
+    -------
+    markers : ndarray of float64, shape (N, 2)
+        In the input order.
+    moved : int
+        How many markers moved.
+    """
+    if not (np.isfinite(distance) and distance >= 0):
+        raise InputError(f"offset_markers: distance must be a number of px >= 0, got "
+                         f"{distance}.")
+    lab = check_labels(cells, name="annotated cells")
+    m = check_markers(markers, lab.shape).astype(np.float64)
+    rng = np.random.default_rng(seed)
+    angles = np.linspace(0, 2 * np.pi, 16, endpoint=False)
+    h, w = lab.shape
+    out, moved = m.copy(), 0
+    for i, (r, c) in enumerate(m):
+        own = lab[int(round(r)), int(round(c))]
+        tries = rng.permutation(angles)          # drawn for every marker: seeds stay aligned
+        if not own or distance == 0:
+            continue
+        for a in tries:
+            rr, cc = r + distance * np.sin(a), c + distance * np.cos(a)
+            ri, ci = int(round(rr)), int(round(cc))
+            if 0 <= ri < h and 0 <= ci < w and lab[ri, ci] == own:
+                out[i], moved = (rr, cc), moved + 1
+                break
+    return out, moved
 
 
 def mask_iou(mask, truth) -> float:

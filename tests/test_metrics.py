@@ -45,6 +45,28 @@ def test_corrected_markers_makes_each_fix_a_user_would_and_counts_the_clicks():
     with pytest.raises(InputError, match="unknown fix"):
         metrics.corrected_markers(m, cells, fix=["debris"])
 
+
+def test_offset_markers_moves_each_click_the_distance_inside_its_own_cell():
+    cells = np.zeros((40, 40), int)
+    cells[2:20, 2:20] = 1          # wide: any direction fits
+    cells[2:20, 24:27] = 2         # 3 px wide: only along its length
+    cells[30:32, 30:32] = 3        # too small for a 5-px move: stays
+    m = np.array([[10, 10], [10, 25], [30.5, 30.5], [36, 5]], float)   # last: background
+    moved, n = metrics.offset_markers(m, cells, 5, seed=0)
+    assert n == 2
+    np.testing.assert_allclose(np.hypot(*(moved[:2] - m[:2]).T), 5)
+    rc = np.round(moved).astype(int)
+    np.testing.assert_array_equal(cells[rc[:, 0], rc[:, 1]], [1, 2, 3, 0])
+    np.testing.assert_array_equal(moved[2:], m[2:])
+    again, _ = metrics.offset_markers(m, cells, 5, seed=0)
+    np.testing.assert_array_equal(again, moved)                  # seeded
+    other = np.array([metrics.offset_markers(m, cells, 5, seed=k)[0][0] for k in range(1, 6)])
+    assert len({tuple(p) for p in np.round(other, 6)}) > 1       # the direction is drawn
+    np.testing.assert_array_equal(metrics.offset_markers(m, cells, 0)[0], m)
+    with pytest.raises(InputError, match="distance"):
+        metrics.offset_markers(m, cells, -1)
+
+
 def test_mask_iou():
     a = np.zeros((10, 10), bool)
     b = a.copy()
