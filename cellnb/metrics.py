@@ -11,8 +11,8 @@ import numpy as np
 
 from .io import InputError, check_labels, check_markers
 
-__all__ = ["marker_scores", "corrected_markers", "CORRECTIONS", "offset_markers", "mask_iou", "iou_matrix",
-           "matched_iou", "match", "touching_ids", "touching_ap", "summarize",
+__all__ = ["marker_scores", "corrected_markers", "CORRECTIONS", "offset_markers", "mask_iou",
+           "iou_matrix", "matched_iou", "match", "touching_ids", "touching_ap", "summarize",
            "average_precision", "agreement", "same_id_iou", "THRESHOLDS"]
 
 #: IoU thresholds for instance matching (Cellpose / StarDist convention)
@@ -195,10 +195,12 @@ def offset_markers(markers, cells, distance: float, seed: int = 0) -> tuple[np.n
     angles = np.linspace(0, 2 * np.pi, 16, endpoint=False)
     h, w = lab.shape
     out, moved = m.copy(), 0
+    if distance == 0:
+        return out, moved
     for i, (r, c) in enumerate(m):
         own = lab[int(round(r)), int(round(c))]
-        tries = rng.permutation(angles)          # drawn for every marker: seeds stay aligned
-        if not own or distance == 0:
+        tries = rng.permutation(angles)   # drawn for every marker: none shifts the next draw
+        if not own:
             continue
         for a in tries:
             rr, cc = r + distance * np.sin(a), c + distance * np.cos(a)
