@@ -389,14 +389,14 @@ def synthetic_markers(prob, radius: float | None = None, threshold: float = 0.2,
 #: loss starts far below the paper's 0.15 target, so the target is off, and the plateau rule's
 #: 6 windows of 50 steps cannot end it sooner: the same work on every field); few positives
 #: (prior 0.05). Against the earlier 300 steps at 1e-3, whole no-click bench on the 12
-#: Usiigaci fields (README): marker F1 0.835 -> 0.841 (fewer, surer additions: precision
-#: 0.807 -> 0.834, recall 0.873 -> 0.857), AP@0.5 0.434 -> 0.456, mIOU 0.548 -> 0.545, the
-#: marker step ~35 s instead of 65-100 s per field on the slower 2-core machine; markers alone
-#: with seed 1, F1 0.837 against 0.831 (seed 0: 0.841 against 0.835). Earlier, 150
-#: steps at 1e-3 gave marker F1 0.805 against 0.809 (before the rounded cells); with a
-#: variant of the bodies' markers (measured, not taken: README) 0.816 against 0.809, but fewer
-#: additions on the sparse fields: no-click mIOU 0.527 -> 0.517 (set30 0.458 -> 0.410). Two
-#: 150-step detectors of different seeds averaged: F1 0.816, as one. Trained in bfloat16 (as
+#: Usiigaci fields (docs/measurements.md): marker F1 0.835 -> 0.841 (fewer, surer additions:
+#: precision 0.807 -> 0.834, recall 0.873 -> 0.857), AP@0.5 0.434 -> 0.456, mIOU 0.548 ->
+#: 0.545, the marker step ~35 s instead of 65-100 s per field on the slower 2-core machine;
+#: markers alone with seed 1, F1 0.837 against 0.831 (seed 0: 0.841 against 0.835). Earlier,
+#: 150 steps at 1e-3 gave marker F1 0.805 against 0.809 (before the rounded cells); with a
+#: variant of the bodies' markers (measured, not taken: docs/measurements.md) 0.816 against
+#: 0.809, but fewer additions on the sparse fields: no-click mIOU 0.527 -> 0.517 (set30 0.458
+#: -> 0.410). Two 150-step detectors of different seeds averaged: F1 0.816, as one. Trained in bfloat16 (as
 #: the cells' UNet on this CPU): 22 s instead of 35 s per field, but F1 0.800 against 0.809
 #: (down on 8 of 12 fields) and no-click AP@0.5 0.410 against 0.419; over seeds 0 and 1 of
 #: each, F1 0.803 against 0.808 (both bfloat16 runs below both float32 ones), AP@0.5 0.418
