@@ -21,8 +21,12 @@ from .pipeline import (_field_relief, _warn_collapse, apply_model, classical_lab
                        config_channels, field_flood, field_markers, field_patches,
                        train_confident)
 
-__all__ = ["cached_markers", "cached_mask", "cached_model", "cached_labels", "baseline_labels",
+__all__ = ["MARKER_SOURCES", "cached_markers", "cached_mask", "cached_model", "cached_labels", "baseline_labels",
            "cached_nucleus_model", "synthetic_markers"]
+
+
+#: Where the notebooks' markers come from (their ``markers_from`` parameter).
+MARKER_SOURCES = ("nucleus", "synthetic", "image", "corrected")
 
 
 def cached_markers(field, run, source: str = "nucleus"):
@@ -30,24 +34,31 @@ def cached_markers(field, run, source: str = "nucleus"):
 
     Parameters
     ----------
-    source : {"nucleus", "synthetic", "image"}
+    source : {"nucleus", "synthetic", "image", "corrected"}
         ``"nucleus"``: notebook 01's markers (computed now if missing): from the
         nucleus image, or the field's ``markers.csv`` when it has none;
         ``"synthetic"``: notebook 02's markers from a synthetic nucleus image
         (must exist); ``"image"``: found in the field's phase-contrast image
-        (no stain, no clicks; computed now if missing). One run folder should
-        use one source throughout.
+        (no stain, no clicks; computed now if missing); ``"corrected"``: those
+        markers as a user corrected them (notebook 01's
+        :class:`~cellnb.widgets.MarkerEditor` saves them; must exist). One run
+        folder should use one source throughout.
     """
     from .io import read_markers, write_markers
-    if source not in ("nucleus", "synthetic", "image"):
-        raise InputError(f"markers_from must be 'nucleus', 'synthetic' or 'image', got "
-                         f"{source!r}.")
+    if source not in MARKER_SOURCES:
+        raise InputError(f"markers_from must be one of {', '.join(map(repr, MARKER_SOURCES))}, "
+                         f"got {source!r}.")
     p = run.markers(field.name, source)
     if p.exists():
         return read_markers(p)
     if source == "synthetic":
         raise InputError(f"{field.name}: no synthetic-nucleus markers at {p}; run notebook 02 "
                          "first (or use markers_from: nucleus).")
+    if source == "corrected":
+        raise InputError(f"{field.name}: no corrected markers at {p}; correct them in notebook "
+                         "01's marker editor and press Save, or write them there yourself "
+                         "(e.g. napari's points layer, columns axis-0, axis-1), or use "
+                         "markers_from: image.")
     m = field_markers(field, source="image" if source == "image" else "auto")
     write_markers(p, m)
     return m

@@ -14,7 +14,7 @@ import numpy as np
 
 from .io import atomic_path, normalize
 
-__all__ = ["show_channels", "show_markers", "show_mask", "loss_curve",
+__all__ = ["show_channels", "show_markers", "marker_raster", "show_mask", "loss_curve",
            "patch_outputs", "label_overlay", "iou_histogram", "worst_cells", "nucleus_composite",
            "savefig"]
 
@@ -95,6 +95,54 @@ def show_markers(image, markers, truth=None, crop=None, ax=None, title: str = ""
     ax.set_title(title)
     ax.axis("off")
     return fig
+
+
+def marker_raster(image, markers, truth=None, crop=None, added: int | None = None,
+                  arm: int = 5) -> np.ndarray:
+    """Markers drawn into the image's own pixels: one image pixel, one raster pixel.
+
+    Unlike :func:`show_markers` (a Matplotlib figure with a title and margins),
+    the raster's pixel (r, c) is the crop's pixel (r, c), so a click on it
+    names an image position exactly (:class:`cellnb.widgets.MarkerEditor`).
+
+    Parameters
+    ----------
+    image : ndarray, shape (H, W)
+    markers : ndarray, shape (N, 2)
+        (row, col) in the whole image.
+    truth : ndarray of int, shape (H, W), optional
+        Annotated cells, outlined in cyan.
+    crop : tuple of slice, optional
+        The region drawn.
+    added : int, optional
+        Markers from this index on are drawn in green (e.g. added by hand),
+        the others as red crosses.
+    arm : int
+        Half-length of a cross, px (its bars are 3 px wide, to show on a
+        1000-px field scaled down to a notebook's width).
+
+    Returns
+    -------
+    ndarray of uint8, shape (h, w, 3)
+        RGB of the crop.
+    """
+    from skimage.segmentation import find_boundaries
+    crop = crop or np.s_[:, :]
+    g = (_gray(np.asarray(image, dtype=np.float32))[crop] * 255).astype(np.uint8)
+    rgb = np.repeat(g[..., None], 3, axis=-1)
+    h, w = g.shape
+    if truth is not None:
+        rgb[find_boundaries(np.asarray(truth)[crop], mode="inner")] = (0, 255, 255)
+    r0, c0 = crop[0].start or 0, crop[1].start or 0
+    m = np.rint(np.asarray(markers, dtype=float).reshape(-1, 2) - [r0, c0]).astype(int)
+    n_first = len(m) if added is None else added
+    for k, (r, c) in enumerate(m):
+        if not (0 <= r < h and 0 <= c < w):
+            continue
+        color = (255, 40, 40) if k < n_first else (60, 255, 60)
+        rgb[max(r - 1, 0):r + 2, max(c - arm, 0):c + arm + 1] = color
+        rgb[max(r - arm, 0):r + arm + 1, max(c - 1, 0):c + 2] = color
+    return rgb
 
 
 def show_mask(image, mask, probability=None, truth=None, crop=None, title: str = ""):

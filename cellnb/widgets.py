@@ -21,14 +21,18 @@ widget                    notebook what moves
 :class:`LiveLoss`         04       (not a control) loss curve drawn while training
 :func:`threshold`         05       threshold, background rule -> labels, mIOU
 :func:`worst_cells`       06       rank of a badly segmented cell -> its crop, IoU
+:class:`MarkerEditor`     01       a click on the image -> a marker deleted or added
 ========================  =======  ==============================================
+
+:class:`MarkerEditor` is not an ``interactive``: a click on its image (via
+ipyevents) deletes or adds a marker, and *Save* writes the corrected markers.
 """
 from __future__ import annotations
 
 import numpy as np
 
 __all__ = ["marker_sigma", "smoothness", "mask_recipe", "loss_weights", "LiveLoss",
-           "threshold", "worst_cells"]
+           "threshold", "worst_cells", "MarkerEditor"]
 
 
 def _png(fig) -> bytes:
@@ -332,3 +336,168 @@ def worst_cells(image, truth, pred, margin: int = 12):
 
     return _interactive(draw, rank=w.IntSlider(value=0, min=0, max=len(order) - 1,
                                                 continuous_update=False))
+
+
+class MarkerEditor:
+    """Correct markers by clicking on the image, in JupyterLab (notebook 01).
+
+    The browser's answer to napari for *correct rather than click*: a click
+    within `radius` px of a marker deletes it, a click anywhere else adds one
+    there; *Undo* takes the last click back, *Save* writes the markers to
+    `path` (cellnb's CSV layout, atomically), where ``segment --markers`` and
+    the notebooks' ``markers_from = "corrected"`` read them. The image is
+    drawn pixel for pixel (:func:`cellnb.plot.marker_raster`): the given
+    markers as red crosses, the added ones in green, annotated cells in cyan
+    when `truth` is given (then the status line scores the markers against
+    them, and counts the clicks still needed, :func:`cellnb.metrics.corrected_markers`).
+
+    Parameters
+    ----------
+    image : ndarray, shape (H, W)
+        The cell image (phase contrast).
+    markers : array_like, shape (N, 2)
+        The markers to correct, (row, col), e.g. found in the image.
+    path : path-like
+        Where *Save* writes (in the run folder; never an input file).
+    truth : ndarray of int, shape (H, W), optional
+        Annotated cells (teaching: how far the correction has come).
+    crop : tuple of slice, optional
+        The region shown and edited (markers elsewhere are kept as they are).
+    radius : float
+        A click this close to a marker deletes it, px.
+
+    Attributes
+    ----------
+    widget : ipywidgets.VBox
+        Display it (CSS class ``cellnb-marker-editor``).
+    """
+
+    def __init__(self, image, markers, path, truth=None, crop=None, radius: float = 6.0):
+        from pathlib import Path
+        from .io import InputError, check_image, check_markers
+        self.image = check_image(image, name="MarkerEditor image", allow_channels=False)
+        # no markers at all is a start too: then every cell is clicked
+        given = (np.zeros((0, 2)) if np.size(markers) == 0 else
+                 check_markers(markers, shape=self.image.shape, name="MarkerEditor markers"))
+        if not radius > 0:
+            raise InputError(f"MarkerEditor: radius must be > 0 px, got {radius}.")
+        if truth is not None and np.shape(truth) != self.image.shape:
+            raise InputError(f"MarkerEditor: truth {np.shape(truth)} and image "
+                             f"{self.image.shape} differ in shape; give the field's own cells.")
+        self.path = Path(path)
+        self.truth, self.radius = truth, float(radius)
+        self.crop = crop or np.s_[:, :]
+        # one row per marker: (row, col, added by hand?); the given ones first
+        self._pts = [(float(r), float(c), False) for r, c in given]
+        self._undo: list[list] = []
+        self._build()
+
+    @property
+    def markers(self) -> np.ndarray:
+        """The markers now, (N, 2) float64: the given ones kept, then the added ones."""
+        pts = sorted(self._pts, key=lambda p: p[2])          # stable: order within each kept
+        return np.array([p[:2] for p in pts], dtype=np.float64).reshape(-1, 2)
+
+    @property
+    def counts(self) -> dict:
+        """``markers``, ``deleted`` (of the given ones), ``added`` and ``clicks`` (their sum)."""
+        added = sum(p[2] for p in self._pts)
+        deleted = self._n_given - (len(self._pts) - added)
+        return {"markers": len(self._pts), "deleted": deleted, "added": added,
+                "clicks": deleted + added}
+
+    def click(self, row: float, col: float) -> str:
+        """Delete the marker within `radius` of (row, col), or add one there.
+
+        Returns ``"deleted"``, ``"added"`` or ``"outside"`` (off the image or
+        the crop: nothing changes).
+        """
+        h, w = self.image.shape
+        r0, r1, _ = self.crop[0].indices(h)
+        c0, c1, _ = self.crop[1].indices(w)
+        if not (r0 <= row < r1 and c0 <= col < c1):
+            return "outside"
+        self._undo.append(list(self._pts))
+        if self._pts:
+            d = np.hypot(*(np.array([p[:2] for p in self._pts]) - [row, col]).T)
+            k = int(np.argmin(d))
+            if d[k] <= self.radius:
+                del self._pts[k]
+                self._redraw()
+                return "deleted"
+        self._pts.append((float(row), float(col), True))
+        self._redraw()
+        return "added"
+
+    def undo(self) -> bool:
+        """Take the last click back; False when there is none."""
+        if not self._undo:
+            return False
+        self._pts = self._undo.pop()
+        self._redraw()
+        return True
+
+    def save(self):
+        """Write the markers to :attr:`path` (cellnb's layout, atomically); return the path."""
+        from .io import write_markers
+        return write_markers(self.path, self.markers)
+
+    # --- the widget -------------------------------------------------------------------
+    def _build(self):
+        import ipywidgets as w
+        from ipyevents import Event
+        self._n_given = len(self._pts)
+        self._img = w.Image(format="png")
+        self._status = w.HTML()
+        undo, save = w.Button(description="Undo"), w.Button(description="Save",
+                                                           button_style="success")
+        undo.on_click(lambda _: self.undo())
+        save.on_click(lambda _: self._on_save())
+        self.widget = w.VBox([self._status, self._img, w.HBox([undo, save])])
+        self.widget.add_class("cellnb-marker-editor")
+        # ipyevents gives a click's position in the image's own pixels (dataX, dataY),
+        # whatever size the browser shows it at
+        self._events = Event(source=self._img, watched_events=["click"])
+        self._events.on_dom_event(self._on_event)
+        self._redraw()
+
+    def _on_event(self, event: dict) -> None:
+        if event.get("type") == "click" and "dataX" in event:
+            h, w = self.image.shape
+            self.click(event["dataY"] + self.crop[0].indices(h)[0],
+                       event["dataX"] + self.crop[1].indices(w)[0])
+
+    def _on_save(self) -> None:
+        from .io import InputError
+        try:
+            self._saved = f"saved {len(self._pts)} markers to {self.save()}"
+        except (InputError, OSError) as e:
+            self._saved = f"not saved: {e}"
+        self._redraw()
+
+    def _redraw(self) -> None:
+        import io
+        import matplotlib.image
+        from . import metrics
+        from .plot import marker_raster
+        m = self.markers
+        n = self.counts
+        rgb = marker_raster(self.image, m, truth=self.truth, crop=self.crop,
+                            added=len(m) - n["added"])
+        buf = io.BytesIO()
+        matplotlib.image.imsave(buf, rgb, format="png")
+        self._img.value = buf.getvalue()
+        # pixel for pixel where the notebook is wide enough, scaled down to fit otherwise
+        self._img.layout.width, self._img.layout.max_width = f"{rgb.shape[1]}px", "100%"
+        text = (f"<b>{n['markers']} markers</b>: {n['deleted']} deleted, {n['added']} added "
+                f"({n['clicks']} click{'' if n['clicks'] == 1 else 's'}). Click a marker to "
+                "delete it, a cell without one to add one (in the middle of its widest part).")
+        if self.truth is not None and len(m):
+            s = metrics.marker_scores(m, self.truth, tolerance=3)
+            left = metrics.corrected_markers(m, self.truth)[1]["clicks"]
+            text += (f"<br>Against the annotated cells: precision {s['precision']:.2f}, recall "
+                     f"{s['recall']:.2f}, F1 {s['f1']:.2f}; {left} clicks would make them right.")
+        if getattr(self, "_saved", None):
+            text += f"<br>{self._saved}"
+            self._saved = None
+        self._status.value = text

@@ -2,8 +2,9 @@
 
 For each notebook, with its classroom defaults: open it in JupyterLab, *Run All*, wait
 (bounded) until every code cell has run, save, check that no cell holds an error, move one
-widget of each notebook that has one and check that the widget's figure changes, and save a
-screenshot under ``runs/browser/`` (or ``$CELLNB_BROWSER_OUT``). Then the course site is built
+widget of each notebook that has one and check that the widget's figure changes (in notebook 01
+also click once on the marker editor's image and press Save: one marker fewer or more is
+written), and save a screenshot under ``runs/browser/`` (or ``$CELLNB_BROWSER_OUT``). Then the course site is built
 from those executed notebooks (as ``make book`` does from ``make demo``'s), and its landing page
 and one notebook page are opened and their figures checked.
 
@@ -225,6 +226,29 @@ def _move_widget(drv, kind: str):
     return before, after
 
 
+def _edit_markers(drv, saved: Path) -> tuple[int, int]:
+    """Click once on notebook 01's marker editor, press Save; return (markers before, saved)."""
+    import re
+    from selenium.webdriver.common.action_chains import ActionChains
+    shown = ".jp-NotebookPanel:not(.lm-mod-hidden)"
+
+    def find():
+        drv.execute_script(f"document.querySelectorAll('{shown} .jp-WindowedPanel-outer')"
+                           ".forEach(e => e.scrollTop = e.scrollHeight);")
+        return drv.find_elements(By.CSS_SELECTOR, f"{shown} .cellnb-marker-editor")
+
+    box = _wait(find, 60, "the marker editor")[0]
+    drv.execute_script("arguments[0].scrollIntoView({block: 'center'});", box)
+    status = _wait(lambda: re.search(r"(\d+) markers", box.text), 60, "the editor's status")
+    before = int(status.group(1))
+    img = box.find_element(By.TAG_NAME, "img")
+    ActionChains(drv).move_to_element_with_offset(img, 7, -9).click().perform()
+    _wait(lambda: "(1 click)" in box.text, 60, "the click to delete or add a marker")
+    next(b for b in box.find_elements(By.TAG_NAME, "button") if b.text == "Save").click()
+    _wait(lambda: "saved" in box.text and saved.exists(), 60, "the corrected markers saved")
+    return before, len(saved.read_text().strip().splitlines()) - 1      # less the header
+
+
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_runs_in_jupyterlab(lab, browser, workdir, name):
     url, token = lab
@@ -250,6 +274,11 @@ def test_notebook_runs_in_jupyterlab(lab, browser, workdir, name):
         _wait(lambda: _kernel_idle(browser), 120, "the kernel to settle")   # last redraw shown
         time.sleep(1)
         browser.save_screenshot(str(OUT / f"{name}_widget_moved.png"))
+    if name == "01_markers":        # the marker editor: one click, then Save
+        saved = workdir / "runs" / "interactive" / "markers" / "set1__corrected.csv"
+        before, after = _edit_markers(browser, saved)
+        assert abs(after - before) == 1, (before, after)
+        browser.save_screenshot(str(OUT / f"{name}_marker_edited.png"))
     print(f"{name}: {time.monotonic() - t0:.0f} s in JupyterLab")
 
 

@@ -8,7 +8,7 @@ import matplotlib
 import numpy as np
 import pytest
 
-from cellnb import integrate, markers, mask, patches, widgets
+from cellnb import integrate, markers, mask, patches, plot, widgets
 from conftest import one_marker_two_cells
 from cellnb.model import build_unet
 
@@ -114,3 +114,61 @@ def test_threshold_cuts_two_lobed_labels_as_segment_does_with_markers_found_in_t
     w = widgets.threshold(probs, ps, m, land, img, split_markers=mk, **kw)
     assert w.result["cells"] == 3 and w.result["split"] == 1
     assert _move(w, threshold=0.3)["split"] == 1           # it holds as the slider moves
+
+
+def test_marker_raster_draws_each_marker_on_its_own_pixel(small_field):
+    img = small_field.images["fluorescence"]
+    mk = np.array([[50.0, 60.0], [100.0, 20.0], [10.0, 150.0]])
+    crop = np.s_[40:140, 10:110]
+    rgb = plot.marker_raster(img, mk, truth=small_field.cells, crop=crop, added=1)
+    assert rgb.shape == (100, 100, 3) and rgb.dtype == np.uint8
+    assert tuple(rgb[10, 50]) == (255, 40, 40)            # the first marker, red, at its pixel
+    assert tuple(rgb[60, 10]) == (60, 255, 60)            # added ones green
+    assert tuple(rgb[61, 15]) == (60, 255, 60) and tuple(rgb[61, 16]) != (60, 255, 60)
+    assert (rgb == (0, 255, 255)).all(-1).any()            # annotated cells outlined
+    # a cross of two 3 x 11 bars; the third marker lies outside the crop: nothing drawn
+    assert (rgb == (60, 255, 60)).all(-1).sum() == 2 * 33 - 9
+
+
+def test_marker_editor_deletes_adds_undoes_and_saves(small_field, tmp_path):
+    from cellnb import io
+    img = small_field.images["fluorescence"]
+    found = markers.find_markers(small_field.nucleus)
+    out = tmp_path / "markers" / "f__corrected.csv"
+    ed = widgets.MarkerEditor(img, found, out, truth=small_field.cells, radius=5,
+                              crop=np.s_[0:128, 0:192])
+    assert ed.counts == {"markers": len(found), "deleted": 0, "added": 0, "clicks": 0}
+    assert "F1" in ed._status.value
+    first = ed._img.value
+    r, c = found[np.argmax(found[:, 0] < 120)]             # a marker inside the crop
+    assert ed.click(r + 3, c - 2) == "deleted"             # within the radius
+    assert ed._img.value != first and len(ed.markers) == len(found) - 1
+    assert ed.click(150, 20) == "outside"                   # below the crop: nothing changes
+    # a click through the browser: ipyevents' position in the image's own pixels, plus the crop
+    empty = np.argwhere(small_field.cells[:128] == 0)[0]
+    ed._on_event({"type": "click", "dataX": int(empty[1]), "dataY": int(empty[0])})
+    assert ed.counts == {"markers": len(found), "deleted": 1, "added": 1, "clicks": 2}
+    np.testing.assert_array_equal(ed.markers[-1], empty)
+    assert ed.undo() and ed.counts["added"] == 0 and ed.undo() and ed.counts["clicks"] == 0
+    assert not ed.undo()
+    np.testing.assert_array_equal(ed.markers, found)
+    ed.click(r, c)
+    ed.click(*empty)
+    ed._on_save()
+    assert "saved" in ed._status.value
+    np.testing.assert_allclose(io.read_markers(out), ed.markers, atol=0.005)   # CSV: 2 decimals
+    with pytest.raises(io.InputError, match="one channel|2-D"):
+        widgets.MarkerEditor(np.dstack([img, img]), found, out)
+
+
+def test_corrected_markers_feed_the_notebooks_and_are_asked_for_when_missing(small_field,
+                                                                             tmp_path):
+    from cellnb import cache, io
+    run = io.RunFolder(tmp_path / "run")
+    with pytest.raises(io.InputError, match="no corrected markers.*marker editor"):
+        cache.cached_markers(small_field, run, "corrected")
+    with pytest.raises(io.InputError, match="markers_from must be one of"):
+        cache.cached_markers(small_field, run, "clicked")
+    mk = np.array([[20.0, 30.0], [90.0, 100.0]])
+    io.write_markers(run.markers(small_field.name, "corrected"), mk)
+    np.testing.assert_array_equal(cache.cached_markers(small_field, run, "corrected"), mk)
