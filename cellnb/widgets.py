@@ -389,6 +389,7 @@ class MarkerEditor:
         self.crop = crop or np.s_[:, :]
         # one row per marker: (row, col, added by hand?); the given ones first
         self._pts = [(float(r), float(c), False) for r, c in given]
+        self._n_given = len(self._pts)
         self._undo: list[list] = []
         self._build()
 
@@ -446,7 +447,6 @@ class MarkerEditor:
     def _build(self):
         import ipywidgets as w
         from ipyevents import Event
-        self._n_given = len(self._pts)
         self._img = w.Image(format="png")
         self._status = w.HTML()
         undo, save = w.Button(description="Undo"), w.Button(description="Save",
