@@ -1,6 +1,7 @@
 """Paper Table I on every bundled demo field: matched mIOU of the unsupervised CNN per input set.
 
-Usage: .venv/bin/python bench/table1.py [--fields field_01 ...] [--steps 300] [--out DIR]
+Usage: .venv/bin/python bench/table1.py [--fields field_01 ...] [--configs fluorescence ...]
+           [--steps 300] [--seed 0] [--set KEY=VALUE ...] [--out DIR]
 
 For each field and each input set (fluorescence; bright-field; fluorescence +
 bright-field + nucleus) it runs the whole method (`cellnb.pipeline.segment_field`:
@@ -10,7 +11,8 @@ label image against the field's ground truth. Two classical rows per field use
 the same markers and the fluorescence mask: seeded watershed (CellProfiler-like)
 and the nearest-marker split. Each row is printed as soon as it is measured, and
 the table so far is written to DIR/table1.csv and .md after every row, so an
-interrupted run keeps what it measured.
+interrupted run keeps what it measured. ``--set`` overrides TrainConfig fields (e.g.
+``--set lam=2``), as in ``bench/real_data.py``.
 """
 import argparse
 import os
@@ -26,7 +28,7 @@ from cellnb import datasets, io, metrics, pipeline, train  # noqa: E402
 from cellnb.mask import modality_of  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _field import both_rules, row  # noqa: E402
+from _field import both_rules, row, train_overrides  # noqa: E402
 
 CONFIGS = ["fluorescence", "brightfield", "fluorescence+brightfield+nucleus"]
 
@@ -37,8 +39,11 @@ def main():
     ap.add_argument("--configs", nargs="*", default=CONFIGS)
     ap.add_argument("--steps", type=int, default=300, help="step budget per model")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="TrainConfig overrides, e.g. lam=2")
     ap.add_argument("--out", default="runs/table1")
     a = ap.parse_args()
+    overrides = train_overrides(a.set, ap.error)
     rows = []
 
     def emit(r):
@@ -52,8 +57,9 @@ def main():
             t0 = time.perf_counter()
             cell = [c for c in pipeline.config_channels(config) if c != "nucleus"]
             res = pipeline.segment_field(f, pipeline.config_channels(config),
-                                         config=train.TrainConfig(max_steps=a.steps,
-                                                                  seed=a.seed),
+                                         config=train.TrainConfig(**{
+                                             "max_steps": a.steps, "seed": a.seed,
+                                             **overrides}),
                                          progress=False, log=lambda s: None)
             emit(row(f.name, "CNN " + config, metrics.summarize(f.cells, res.labels),
                      steps=res.training.steps, stop=res.training.stop_reason,
