@@ -32,8 +32,12 @@ def train_overrides(pairs, error) -> dict:
         if k not in types or not _:
             error(f"--set {kv}: expected KEY=VALUE with KEY a TrainConfig field "
                   f"({', '.join(types)})")
-        if types[k] == "int | str":        # e.g. warmup: a number of steps or "auto"
-            out[k] = int(v) if v.lstrip("-").isdigit() else v
+        if types[k] in ("int | str", "float | str"):    # warmup, lam: a number or "auto"
+            num = int if types[k].startswith("int") else float
+            try:
+                out[k] = num(v)
+            except ValueError:
+                out[k] = v
         else:
             out[k] = {"int": int, "float": float}.get(types[k], str)(v)
     return out

@@ -7,8 +7,8 @@ canvas and the foreground mask M::
         - lambda * sum_x sum_{i != j} y^i(x) log(1 - y^j(x))   (no overlaps)
         + beta * sum_x sum_i y^i(x) (1 - M(x))                 (stay in the mask)
 
-(the paper writes -L; lambda = 1, beta = 15; cellnb trains with beta = 3, see
-:class:`cellnb.train.TrainConfig`). The total is divided by the
+(the paper writes -L; lambda = 1, beta = 15; cellnb trains with beta = 3, and with
+lambda = 2 on sparse fields, see :class:`cellnb.train.TrainConfig`). The total is divided by the
 number of patches, so its scale does not depend on how many cells an area
 holds.
 

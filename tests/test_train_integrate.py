@@ -75,7 +75,7 @@ def test_learning_rate_warms_up_then_stays():
         train.learning_rate(train.TrainConfig(warmup="auto"))
 
 
-def test_auto_warmup_follows_how_much_of_the_patches_the_mask_fills(small_patches):
+def test_auto_warmup_and_lam_follow_how_much_of_the_patches_the_mask_fills(small_patches):
     # crowded fields collapse without a warm-up, sparse ones with it (TrainConfig.warmup)
     crowded = dataclasses.replace(small_patches, outside=np.zeros_like(small_patches.outside))
     sparse = dataclasses.replace(small_patches, outside=np.ones_like(small_patches.outside))
@@ -84,6 +84,14 @@ def test_auto_warmup_follows_how_much_of_the_patches_the_mask_fills(small_patche
     assert train.resolve_warmup(7, sparse) == 7
     res = train.train(sparse, train.TrainConfig(max_steps=1), progress=False)
     assert res.config.warmup == 0          # the saved config records what ran
+    # the overlap weight too: the paper's 1 on crowded fields, LAM_SPARSE on sparse ones
+    assert train.resolve_lam("auto", crowded) == 1.0
+    assert train.resolve_lam("auto", sparse) == train.LAM_SPARSE == 2.0
+    assert train.resolve_lam(0.5, crowded) == 0.5
+    assert res.config.lam == 2.0
+    for bad in ("often", -1.0, float("nan")):
+        with pytest.raises(InputError, match="lam"):
+            train.TrainConfig(lam=bad).check()
 
 
 def test_train_stops_when_its_monitor_says_so(small_patches):
