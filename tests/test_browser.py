@@ -193,18 +193,24 @@ def _figures(widget) -> list[str]:
     return [i.get_attribute("src")[-400:] for i in widget.find_elements(By.TAG_NAME, "img")]
 
 
-def _move_widget(drv, kind: str):
-    """Move the first control of the first interactive widget; return (before, after) figures."""
+def _widget(drv, css: str, what: str):
+    """The first widget matching `css` in the open notebook, scrolled into view."""
     shown = ".jp-NotebookPanel:not(.lm-mod-hidden)"       # the open tab, not earlier ones
 
     def find():
         # the widgets sit near the end; JupyterLab only renders the cells in view
         drv.execute_script(f"document.querySelectorAll('{shown} .jp-WindowedPanel-outer')"
                            ".forEach(e => e.scrollTop = e.scrollHeight);")
-        return drv.find_elements(By.CSS_SELECTOR, f"{shown} .widget-interact")
+        return drv.find_elements(By.CSS_SELECTOR, f"{shown} {css}")
 
-    box = _wait(find, 60, "an interactive widget")[0]
+    box = _wait(find, 60, what)[0]
     drv.execute_script("arguments[0].scrollIntoView({block: 'center'});", box)
+    return box
+
+
+def _move_widget(drv, kind: str):
+    """Move the first control of the first interactive widget; return (before, after) figures."""
+    box = _widget(drv, ".widget-interact", "an interactive widget")
     try:
         before = _wait(lambda: _figures(box), 60, "the widget's first figure")
     except AssertionError:
@@ -230,15 +236,7 @@ def _edit_markers(drv, saved: Path) -> tuple[int, int]:
     """Click once on notebook 01's marker editor, press Save; return (markers before, saved)."""
     import re
     from selenium.webdriver.common.action_chains import ActionChains
-    shown = ".jp-NotebookPanel:not(.lm-mod-hidden)"
-
-    def find():
-        drv.execute_script(f"document.querySelectorAll('{shown} .jp-WindowedPanel-outer')"
-                           ".forEach(e => e.scrollTop = e.scrollHeight);")
-        return drv.find_elements(By.CSS_SELECTOR, f"{shown} .cellnb-marker-editor")
-
-    box = _wait(find, 60, "the marker editor")[0]
-    drv.execute_script("arguments[0].scrollIntoView({block: 'center'});", box)
+    box = _widget(drv, ".cellnb-marker-editor", "the marker editor")
     status = _wait(lambda: re.search(r"(\d+) markers", box.text), 60, "the editor's status")
     before = int(status.group(1))
     img = box.find_element(By.TAG_NAME, "img")
