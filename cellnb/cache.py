@@ -21,8 +21,8 @@ from .pipeline import (_field_relief, _warn_collapse, apply_model, classical_lab
                        config_channels, field_flood, field_markers, field_patches,
                        train_confident)
 
-__all__ = ["MARKER_SOURCES", "cached_markers", "cached_mask", "cached_model", "cached_labels", "baseline_labels",
-           "cached_nucleus_model", "synthetic_markers"]
+__all__ = ["MARKER_SOURCES", "cached_markers", "cached_mask", "cached_model", "cached_labels",
+           "baseline_labels", "cached_nucleus_model", "synthetic_markers"]
 
 
 #: Where the notebooks' markers come from (their ``markers_from`` parameter).

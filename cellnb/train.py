@@ -41,7 +41,8 @@ from .loss import canvas_indices, eq1_loss
 from .patches import PatchSet, area_batches, augment_ops, dihedral_flags, invert_ops
 
 __all__ = ["TrainConfig", "TrainResult", "TrainStep", "learning_rate", "resolve_warmup",
-           "resolve_lam", "crowded", "check_interval", "WARMUP_STEPS", "CROWDED", "LAM_SPARSE", "optimizer", "StepReport", "TrainingInterrupted", "Plateau", "plateau_window", "train",
+           "resolve_lam", "crowded", "check_interval", "WARMUP_STEPS", "CROWDED", "LAM_SPARSE",
+           "optimizer", "StepReport", "TrainingInterrupted", "Plateau", "plateau_window", "train",
            "eq1_objective", "batch_arrays", "save_model", "save_keras", "load_model", "set_seed", "backend"]
 
 
@@ -61,14 +62,16 @@ class TrainConfig:
         mIOU / AP@0.5 / touching AP@0.5): lambda 0.5 0.626 / 0.700 / 0.634,
         1 0.636 / 0.746 / 0.721, 2 0.640 / 0.761 / 0.730 (seed 1: 0.635 /
         0.741 / 0.708 -> 0.638 / 0.753 / 0.721), 4 stopped after set1 fell
-        from 0.707 / 0.941 to 0.560 / 0.517; without clicks, lambda 1 -> 2
-        (the same detected markers): 0.561 / 0.490 / 0.415 -> 0.568 / 0.503 /
-        0.447. The beta of this release, 3, stays best at lambda 1: beta 1.5
-        0.631 / 0.725, beta 6 0.593 / 0.618 (set1, set5, set10 and set34 fell
-        to 0.44-0.53 AP@0.5). The disk's sigma 15 too: 8 gave 0.634 / 0.737, 25 0.631 / 0.720. On the crowded demo
-        fields lambda 2 lost: field_01 bright-field 0.607 / 0.769 -> 0.586 /
-        0.651, three channels 0.683 / 0.927 -> 0.668 / 0.875 (fluorescence
-        0.669 / 0.840 -> 0.675 / 0.865), so it stays 1 there.
+        from 0.707 / 0.941 to 0.560 / 0.517; with corrected markers 0.619 /
+        0.673 / 0.564 -> 0.624 / 0.691 / 0.602; without clicks (the same
+        detected markers) level over two seeds, 0.561 / 0.490 / 0.415 ->
+        0.568 / 0.503 / 0.447 and 0.565 / 0.495 / 0.414 -> 0.564 / 0.483 /
+        0.430. Beta 3 stays best at lambda 1: beta 1.5 0.631 / 0.725, beta 6
+        0.593 / 0.618 (set1, set5, set10 and set34 fell to 0.44-0.53 AP@0.5);
+        and the disk's sigma 15: 8 gave 0.634 / 0.737, 25 0.631 / 0.720. On
+        the crowded demo fields lambda 2 lost: field_01 bright-field 0.607 /
+        0.769 -> 0.586 / 0.651, three channels 0.683 / 0.927 -> 0.668 / 0.875
+        (fluorescence 0.669 / 0.840 -> 0.675 / 0.865), so it stays 1 there.
     beta : float
         Eq. 1's mask penalty (paper: 15;
         default here 3). Eq. 1 is linear in each output y, so a pixel is
