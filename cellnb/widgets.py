@@ -384,6 +384,8 @@ class MarkerEditor:
         if truth is not None and np.shape(truth) != self.image.shape:
             raise InputError(f"MarkerEditor: truth {np.shape(truth)} and image "
                              f"{self.image.shape} differ in shape; give the field's own cells.")
+        from .validate import check_outputs
+        check_outputs({"MarkerEditor path": (path, (".csv",))})   # a writable .csv, no folder
         self.path = Path(path)
         self.truth, self.radius = truth, float(radius)
         self.crop = crop or np.s_[:, :]
@@ -391,6 +393,7 @@ class MarkerEditor:
         self._pts = [(float(r), float(c), False) for r, c in given]
         self._n_given = len(self._pts)
         self._undo: list[list] = []
+        self._saved: str | None = None        # what the last Save did, shown once
         self._build()
 
     @property
@@ -497,7 +500,7 @@ class MarkerEditor:
             left = metrics.corrected_markers(m, self.truth)[1]["clicks"]
             text += (f"<br>Against the annotated cells: precision {s['precision']:.2f}, recall "
                      f"{s['recall']:.2f}, F1 {s['f1']:.2f}; {left} clicks would make them right.")
-        if getattr(self, "_saved", None):
+        if self._saved:
             text += f"<br>{self._saved}"
             self._saved = None
         self._status.value = text

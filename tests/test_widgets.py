@@ -159,6 +159,10 @@ def test_marker_editor_deletes_adds_undoes_and_saves(small_field, tmp_path):
     np.testing.assert_allclose(io.read_markers(out), ed.markers, atol=0.005)   # CSV: 2 decimals
     with pytest.raises(io.InputError, match="one channel|2-D"):
         widgets.MarkerEditor(np.dstack([img, img]), found, out)
+    with pytest.raises(io.InputError, match="is a folder"):
+        widgets.MarkerEditor(img, found, tmp_path)
+    with pytest.raises(io.InputError, match=r"\.csv"):
+        widgets.MarkerEditor(img, found, tmp_path / "markers.tif")
 
 
 def test_corrected_markers_feed_the_notebooks_and_are_asked_for_when_missing(small_field,
