@@ -389,6 +389,9 @@ class MarkerEditor:
         self.path = Path(path)
         self.truth, self.radius = truth, float(radius)
         self.crop = crop or np.s_[:, :]
+        h, w = self.image.shape
+        self._rows = self.crop[0].indices(h)[:2]      # the crop's [start, stop) in the image
+        self._cols = self.crop[1].indices(w)[:2]
         # one row per marker: (row, col, added by hand?); the given ones first
         self._pts = [(float(r), float(c), False) for r, c in given]
         self._n_given = len(self._pts)
@@ -416,10 +419,7 @@ class MarkerEditor:
         Returns ``"deleted"``, ``"added"`` or ``"outside"`` (off the image or
         the crop: nothing changes).
         """
-        h, w = self.image.shape
-        r0, r1, _ = self.crop[0].indices(h)
-        c0, c1, _ = self.crop[1].indices(w)
-        if not (r0 <= row < r1 and c0 <= col < c1):
+        if not (self._rows[0] <= row < self._rows[1] and self._cols[0] <= col < self._cols[1]):
             return "outside"
         self._undo.append(list(self._pts))
         if self._pts:
@@ -466,9 +466,7 @@ class MarkerEditor:
 
     def _on_event(self, event: dict) -> None:
         if event.get("type") == "click" and "dataX" in event:
-            h, w = self.image.shape
-            self.click(event["dataY"] + self.crop[0].indices(h)[0],
-                       event["dataX"] + self.crop[1].indices(w)[0])
+            self.click(event["dataY"] + self._rows[0], event["dataX"] + self._cols[0])
 
     def _on_save(self) -> None:
         from .io import InputError
