@@ -88,7 +88,11 @@ class TrainConfig:
         mIOU / AP@0.5: 8 Usiigaci fields, beta 15 -> 3: 0.594 / 0.650 ->
         0.611 / 0.703; demo field_01 fluorescence 0.641 / 0.802 (cores
         integrated by distance) -> 0.673 / 0.860; field_02 fluorescence +
-        bright-field + nucleus 0.678 / 0.866 -> 0.681 / 0.904.
+        bright-field + nucleus 0.678 / 0.866 -> 0.681 / 0.904. On 12
+        Usiigaci fields with clicks (lambda 1) beta 1.5 gave 0.631 / 0.725
+        against 0.636 / 0.746, so 3 stays; a sparse field whose training is
+        unsure with both starts is trained a third time with half of it
+        (:func:`cellnb.pipeline.train_confident`).
     area : int
         Side of the square area whose patches form one batch (paper: 640).
     width, depth : int

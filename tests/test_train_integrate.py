@@ -183,8 +183,8 @@ def test_an_unsure_first_training_is_given_up_early(small_patches, monkeypatch):
     # the second start trains on the rest of the budget: 12 steps in all, at most
     res = retry(12)
     assert res.config.max_steps == 8 and res.steps <= 8
-    # but never on less than its warm-up and UNSURE_AFTER steps (a small budget)
-    assert retry(7).config.max_steps == 2 + 4
+    # but never on less than its warm-up, UNSURE_AFTER steps and two looks (a small budget)
+    assert retry(7).config.max_steps == 2 + 4 + 2 * 1
 
 
 def test_confident_share_tells_a_collapsed_training():
@@ -243,6 +243,32 @@ def test_an_unsure_training_is_repeated_once_with_the_other_start(small_patches,
     res2, _, _ = pipeline.train_confident(small_patches, train.TrainConfig(max_steps=2),
                                           init=res.model, progress=False, log=lines.append)
     assert not res2.retried and len(lines) == 1
+
+
+def test_a_sparse_field_unsure_with_both_starts_gets_a_third_with_half_the_mask_penalty(
+        small_patches, monkeypatch):
+    """Sparse: when the other warm-up is unsure too, the first start again with beta halved."""
+    from dataclasses import replace
+    from cellnb import pipeline
+    outside = np.ones_like(small_patches.outside)
+    outside[:, 24:40, 24:40] = 0.0              # 6% of each patch in the mask: sparse
+    sparse = replace(small_patches, outside=outside)
+    assert train.crowded(small_patches) and not train.crowded(sparse)
+    cases = ((sparse, [0.0, 0.2, 0.9], (0, 1.5), ["warmup=50", "20%", "beta=1.5"]),
+             (sparse, [0.0, 0.9], (50, 3.0), ["warmup=50"]),            # rescued by the warm-up
+             (sparse, [0.3, 0.1, 0.0], (0, 3.0), ["warmup=50", "beta=1.5"]),  # the most confident
+             (small_patches, [0.0, 0.1], (50, 3.0), ["warmup=50"]))     # crowded: two starts
+    for ps, looks, kept, said in cases:
+        shares = iter(looks)
+        monkeypatch.setattr(integrate, "confident_share", lambda probs, ps: next(shares))
+        lines = []
+        res, _, share = pipeline.train_confident(
+            ps, train.TrainConfig(max_steps=2, warmup=0, beta=3.0), progress=False,
+            log=lines.append)
+        assert res.retried and share == max(looks) and next(shares, None) is None
+        assert (res.config.warmup, res.config.beta) == kept
+        assert len(lines) == len(looks) - 1
+        assert all(s in "".join(lines) for s in said)
 
 
 def test_plateau_window_is_long_enough_to_ignore_noise():
