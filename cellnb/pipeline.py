@@ -526,8 +526,9 @@ def train_confident(patches, config: _train.TrainConfig | None = None, init=None
     ``config.max_steps``, but at least its warm-up, :data:`UNSURE_AFTER`
     steps and two more looks (``config.check_every``) in which to settle:
     budgets of 300 steps and more bound the first two starts (a first start
-    that used the whole budget leaves the second one a budget of its own). A healthy training is never repeated, so it costs nothing there.
-    Not with `init` (continuing a training): then only the warning remains.
+    that used the whole budget leaves the second one a budget of its own). A
+    healthy training is never repeated, so it costs nothing there. Not with
+    `init` (continuing a training): then only the warning remains.
 
     Parameters
     ----------
@@ -580,17 +581,18 @@ def train_confident(patches, config: _train.TrainConfig | None = None, init=None
     # start: the rescue still has a chance); one that ran the whole budget unsure gets the next
     # start a budget of its own
     first_warmup = result.config.warmup
-    starts = [(0 if first_warmup else _train.WARMUP_STEPS, cfg.beta)]
+    other_warmup = 0 if first_warmup else _train.WARMUP_STEPS
+    starts = [(other_warmup, cfg.beta, f"warmup={other_warmup}")]
     if not _train.crowded(patches):
-        starts.append((first_warmup, cfg.beta * RESCUE_BETA))
+        beta = cfg.beta * RESCUE_BETA
+        starts.append((first_warmup, beta,
+                       f"beta={beta:g} (the mask penalty x {RESCUE_BETA:g}: a sparse field)"))
     used, last, last_share = 0, result, share
-    for warmup, beta in starts:
+    for warmup, beta, change in starts:
         used += last.steps
         left = cfg.max_steps
         if last.stop_reason == "unsure":
             left = max(cfg.max_steps - used, warmup + UNSURE_AFTER + 2 * cfg.check_every)
-        change = f"warmup={warmup}" if beta == cfg.beta else \
-            f"beta={beta:g} (the mask penalty x {RESCUE_BETA:g}: a sparse field)"
         log(f"[cellnb] the network is not confident ({last_share:.0%} of the markers after "
             f"{last.steps} steps); training again from new weights with {change}")
         last, probs2, last_share = run(replace(cfg, warmup=warmup, beta=beta, max_steps=left),
