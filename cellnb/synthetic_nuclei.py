@@ -398,9 +398,10 @@ def synthetic_markers(prob, radius: float | None = None, threshold: float = 0.2,
 #: 0.809, but fewer additions on the sparse fields: no-click mIOU 0.527 -> 0.517 (set30 0.458
 #: -> 0.410). Two 150-step detectors of different seeds averaged: F1 0.816, as one. Trained
 #: in bfloat16 (as the cells' UNet on this CPU): 22 s instead of 35 s per field, but F1 0.800
-#: against 0.809 (down on 8 of 12 fields) and no-click AP@0.5 0.410 against 0.419; over seeds 0 and 1 of
-#: each, F1 0.803 against 0.808 (both bfloat16 runs below both float32 ones), AP@0.5 0.418
-#: against 0.424: a small, steady cost where the marker target is furthest; float32 kept.
+#: against 0.809 (down on 8 of 12 fields) and no-click AP@0.5 0.410 against 0.419; over
+#: seeds 0 and 1 of each, F1 0.803 against 0.808 (both bfloat16 runs below both float32
+#: ones), AP@0.5 0.418 against 0.424: a small, steady cost where the marker target is
+#: furthest; float32 kept.
 DETECTOR = NucleusConfig(max_steps=150, learning_rate=2e-3, target=0.0, patience=6, prior=0.05)
 #: Median body radius at the detector's working scale, px (cells at 10x: scale ~0.5).
 DETECTOR_BODY_RADIUS = 7.0
