@@ -14,6 +14,16 @@ if keras.backend.backend() == "tensorflow":
 
 from cellnb import datasets
 
+#: The fast suite's longest files (seconds on 2 cores), run first: ``make test`` gives each of its
+#: two workers a whole file at a time (``--dist loadfile --no-loadscope-reorder``), so these
+#: start side by side and the short files fill in behind them
+LONGEST_FIRST = ("test_train_integrate.py", "test_synthetic_nuclei.py", "test_train_confident.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))   # stable: file order kept
+
 
 def write_plate(root, side: int, seed: int, n: int = 3):
     """`n` small synthetic field folders ``well_0``... under `root` (a plate for batch tests)."""
@@ -27,6 +37,15 @@ def write_plate(root, side: int, seed: int, n: int = 3):
 def small_field():
     """A small synthetic field (fast to make) with ground truth."""
     return datasets.make_field((192, 192), seed=7, mean_radius=14)
+
+
+@pytest.fixture(scope="module")
+def small_patches(small_field):
+    """The 64x64 patches of :func:`small_field` (nucleus markers, fluorescence mask)."""
+    from cellnb import markers, mask, patches
+    mk = markers.find_markers(small_field.nucleus)
+    m = mask.foreground_mask(small_field.images["fluorescence"], markers=mk)
+    return patches.extract_patches(small_field.stack(["fluorescence"]), mk, m, size=64)
 
 
 @pytest.fixture(scope="session")
