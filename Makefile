@@ -20,6 +20,16 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
+# what only the slow and browser targets need (JAX, the second backend CI tests; selenium),
+# installed by those targets, so that `make test` on a fresh clone installs less
+$(VENV)/.installed-slow: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[test,jax]'
+	touch $@
+
+$(VENV)/.installed-browser: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[test,browser]'
+	touch $@
+
 setup: $(VENV)/.installed
 
 demo: $(VENV)/.installed
@@ -47,10 +57,10 @@ test: $(VENV)/.installed
 	$(PY) -m pytest -q -m "not slow and not browser" -n $(TEST_WORKERS) --dist loadfile \
 	    --no-loadscope-reorder
 
-test-slow: $(VENV)/.installed
+test-slow: $(VENV)/.installed-slow
 	$(PY) -m pytest -q -m "slow and not browser"
 
-test-browser: $(VENV)/.installed
+test-browser: $(VENV)/.installed-browser
 	$(PY) -m pytest -q -m browser
 
 # the course site: the notebooks as `make demo` executed them (run first if missing)
