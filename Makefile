@@ -50,8 +50,9 @@ table1: $(VENV)/.installed
 	$(PY) bench/table1.py --steps $(STEPS) --out runs/table1
 
 # the fast suite on TEST_WORKERS processes (pytest-xdist), one test file per process, the longest
-# files first (tests/conftest.py: LONGEST_FIRST), in collection order: on this release's 2-core
-# machine 4 min 07 s of pytest with xdist's own order -> 2 min 35 s
+# files first (tests/conftest.py: LONGEST_FIRST), in collection order: on a slow 2-core machine
+# 4 min 07 s of pytest with xdist's own order -> 2 min 35 s (4 min 40 s on a fresh clone, install
+# included)
 TEST_WORKERS ?= 2
 test: $(VENV)/.installed
 	$(PY) -m pytest -q -m "not slow and not browser" -n $(TEST_WORKERS) --dist loadfile \
