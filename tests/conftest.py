@@ -14,9 +14,9 @@ if keras.backend.backend() == "tensorflow":
 
 from cellnb import datasets
 
-#: The fast suite's longest files (seconds on 2 cores), run first: ``make test`` gives each of its
-#: two workers a whole file at a time (``--dist loadfile --no-loadscope-reorder``), so these
-#: start side by side and the short files fill in behind them
+#: The fast suite's longest files (about 80, 60 and 55 s on a slow 2-core machine), run first:
+#: ``make test`` gives each of its two workers a whole file at a time (``--dist loadfile
+#: --no-loadscope-reorder``), so these start side by side and the short files fill in behind
 LONGEST_FIRST = ("test_train_integrate.py", "test_synthetic_nuclei.py", "test_train_confident.py")
 
 
