@@ -5,11 +5,11 @@ Apart from test_train_integrate.py so that ``make test`` can run the two files s
 import numpy as np
 import pytest
 
-from cellnb import integrate, patches, train
+from cellnb import integrate, patches, pipeline, train
 from cellnb.model import build_unet
 
+
 def test_stable_labels_stops_once_the_segmentation_stops_changing(small_patches, monkeypatch):
-    from cellnb import pipeline
     n = len(small_patches)
     shares = iter([0.9, 0.1, 0.9, 0.9, 0.9, 0.9])
     monkeypatch.setattr(integrate, "predict_patches", lambda model, ps: np.zeros((n, 2, 2)))
@@ -38,7 +38,6 @@ def test_stable_labels_wait_for_the_mask_coverage_to_settle_near_the_rule_bounda
         small_patches, monkeypatch):
     # near FLOOD_BELOW the coverage decides the integration's rule: labels that agree while
     # it climbs (demo field_02, three channels: 0.71 -> 0.79 at 0.91 agreement) have not settled
-    from cellnb import pipeline
     assert integrate.FLOOD_BELOW - pipeline.COVER_STEADY == pytest.approx(0.75)
     n = len(small_patches)
     monkeypatch.setattr(integrate, "predict_patches", lambda model, ps: np.zeros((n, 2, 2)))
@@ -66,7 +65,6 @@ def test_stable_labels_wait_for_the_mask_coverage_to_settle_near_the_rule_bounda
 
 
 def test_an_unsure_first_training_is_given_up_early(small_patches, monkeypatch):
-    from cellnb import pipeline
     monkeypatch.setattr(pipeline, "UNSURE_AFTER", 4)
     monkeypatch.setattr(train, "WARMUP_STEPS", 2)
 
@@ -106,7 +104,6 @@ def test_confident_share_tells_a_collapsed_training():
 
 def test_segment_says_when_the_network_is_not_confident(small_field):
     """A model whose every output is ~0: labels still come from the mask, and a line says so."""
-    from cellnb import pipeline
     m = build_unet(2, width=8, depth=3, patch=64)
     logit = m.get_layer("logit")
     logit.kernel.assign(np.zeros(tuple(logit.kernel.shape), np.float32))
@@ -124,7 +121,6 @@ def test_segment_says_when_the_network_is_not_confident(small_field):
 
 
 def test_an_unsure_training_is_repeated_once_with_the_other_start(small_patches, monkeypatch):
-    from cellnb import pipeline
     shares = iter([0.0, 0.9])
     monkeypatch.setattr(integrate, "confident_share", lambda probs, ps: next(shares))
     lines = []
@@ -153,7 +149,6 @@ def test_a_sparse_field_unsure_with_both_starts_gets_a_third_with_half_the_mask_
     The starts' decisions only: :func:`cellnb.train.train` is replaced by a stand-in that records
     each start's config (the real one runs in the test above; ten of them cost a minute)."""
     from dataclasses import replace
-    from cellnb import pipeline
     starts = []
 
     def fake_train(ps, c, model=None, monitor=None, **kwargs):
