@@ -3,18 +3,24 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-import keras
 import numpy as np
 import pytest
 
-if keras.backend.backend() == "tensorflow":
-    import tensorflow as tf
-    # repeatable training needs this before TensorFlow's first op (see cellnb.train.set_seed)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
-
 from cellnb import datasets
 
-#: The fast suite's longest files (about 80, 60 and 55 s on a slow 2-core machine), run first:
+
+def pytest_configure(config):
+    # xdist's controller (``make test``: -n 2) runs no test: it skips Keras' import, ~8 s of a
+    # core while its workers start, and each worker does this before its first test
+    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+        return
+    import keras
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+        # repeatable training needs this before TensorFlow's first op (see cellnb.train.set_seed)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+
+#: The fast suite's longest files (about 70, 70 and 40 s on a slow 2-core machine), run first:
 #: ``make test`` gives each of its two workers a whole file at a time (``--dist loadfile
 #: --no-loadscope-reorder``), so these start side by side and the short files fill in behind
 LONGEST_FIRST = ("test_train_integrate.py", "test_synthetic_nuclei.py", "test_train_confident.py")

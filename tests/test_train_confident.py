@@ -8,6 +8,10 @@ import pytest
 from cellnb import integrate, patches, pipeline, train
 from cellnb.model import build_unet
 
+#: These tests check the starts' decisions, not what the network learns: a small UNet keeps their
+#: real trainings (a build and a compiled step each) cheap
+SMALL = dict(width=8, depth=2)
+
 
 def test_stable_labels_stops_once_the_segmentation_stops_changing(small_patches, monkeypatch):
     n = len(small_patches)
@@ -73,7 +77,7 @@ def test_an_unsure_first_training_is_given_up_early(small_patches, monkeypatch):
         monkeypatch.setattr(integrate, "confident_share", lambda probs, ps: next(shares, 0.9))
         lines = []
         res, _, share = pipeline.train_confident(
-            small_patches, train.TrainConfig(max_steps=budget, warmup=0, check_every=1),
+            small_patches, train.TrainConfig(max_steps=budget, warmup=0, check_every=1, **SMALL),
             progress=False, log=lines.append, labels_of=lambda probs: np.ones((4, 4), np.int32))
         assert "after 4 steps" in lines[0] and res.retried and res.config.warmup == 2
         assert share == 0.9 and res.stop_reason in ("stable", "max_steps")
@@ -124,20 +128,21 @@ def test_an_unsure_training_is_repeated_once_with_the_other_start(small_patches,
     shares = iter([0.0, 0.9])
     monkeypatch.setattr(integrate, "confident_share", lambda probs, ps: next(shares))
     lines = []
-    res, probs, share = pipeline.train_confident(small_patches,
-                                                 train.TrainConfig(max_steps=2, warmup=50),
-                                                 progress=False, log=lines.append)
+    res, probs, share = pipeline.train_confident(
+        small_patches, train.TrainConfig(max_steps=2, warmup=50, **SMALL), progress=False,
+        log=lines.append)
     assert res.retried and res.config.warmup == 0 and res.steps == 2 and share == 0.9
     assert res.config.max_steps == 2     # the first used the whole budget: the second gets its own
     assert probs.shape == small_patches.x.shape[:3]
     assert lines and "training again from new weights with warmup=0" in lines[0]
     # a confident first training is kept as it is, and so is a continued one
     monkeypatch.setattr(integrate, "confident_share", lambda probs, ps: 0.95)
-    res, _, _ = pipeline.train_confident(small_patches, train.TrainConfig(max_steps=2, warmup=0),
-                                         progress=False, log=lines.append)
+    res, _, _ = pipeline.train_confident(
+        small_patches, train.TrainConfig(max_steps=2, warmup=0, **SMALL), progress=False,
+        log=lines.append)
     assert not res.retried and res.config.warmup == 0 and len(lines) == 1
     monkeypatch.setattr(integrate, "confident_share", lambda probs, ps: 0.0)
-    res2, _, _ = pipeline.train_confident(small_patches, train.TrainConfig(max_steps=2),
+    res2, _, _ = pipeline.train_confident(small_patches, train.TrainConfig(max_steps=2, **SMALL),
                                           init=res.model, progress=False, log=lines.append)
     assert not res2.retried and len(lines) == 1
 

@@ -45,10 +45,11 @@ def test_a_model_loaded_and_used_first_leaves_training_repeatable():
 
 
 def test_training_lowers_the_loss_and_is_repeatable(small_patches):
-    cfg = train.TrainConfig(max_steps=30, seed=5, patience=100)
+    # 15 steps, still in the warm-up: the mean of five steps falls from ~400 to ~20 (seed 5)
+    cfg = train.TrainConfig(max_steps=15, seed=5, patience=100)
     a = train.train(small_patches, cfg, progress=False)
-    assert a.steps == 30 and a.stop_reason == "max_steps"
-    assert a.losses[-5:].mean() < a.losses[:5].mean() - 50
+    assert a.steps == 15 and a.stop_reason == "max_steps"
+    assert a.losses[-5:].mean() < a.losses[:5].mean() - 150
     b = train.train(small_patches, train.TrainConfig(max_steps=6, seed=5, patience=100),
                     progress=False)
     np.testing.assert_allclose(b.losses, a.losses[:6], rtol=1e-5)
@@ -109,9 +110,9 @@ def test_plateau_window_is_long_enough_to_ignore_noise():
 
 def test_plateau_stops_early(small_patches):
     # no window can beat the first by 1e9 x its size: stale, stale -> stop after 3 windows
-    cfg = train.TrainConfig(max_steps=400, window=5, patience=2, min_delta=1e9)
+    cfg = train.TrainConfig(max_steps=400, window=2, patience=2, min_delta=1e9)
     res = train.train(small_patches, cfg, progress=False)
-    assert res.stop_reason == "plateau" and res.steps == 15
+    assert res.stop_reason == "plateau" and res.steps == 6
 
 
 def test_save_load_resume(tmp_path, small_patches):
