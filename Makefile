@@ -51,8 +51,9 @@ table1: $(VENV)/.installed
 
 # the fast suite on TEST_WORKERS processes (pytest-xdist), one test file per process, the longest
 # files first (tests/conftest.py: LONGEST_FIRST), in collection order: on a slow 2-core machine
-# 4 min 07 s of pytest with xdist's own order -> 2 min 35 s (4 min 40 s on a fresh clone, install
-# included)
+# 4 min 07 s of pytest with xdist's own order -> 2 min 35 s; on a slower one, with smaller
+# trainings in the tests of the training's starts, 3 min 07 s -> 2 min 29 s (4 min 19 s on a fresh
+# clone, install included)
 TEST_WORKERS ?= 2
 test: $(VENV)/.installed
 	$(PY) -m pytest -q -m "not slow and not browser" -n $(TEST_WORKERS) --dist loadfile \
