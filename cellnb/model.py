@@ -28,9 +28,10 @@ bottleneck, ~0.49 M parameters, ~10x fewer than the reference's 4.9 M),
 chosen for CPU speed: width 32 did not reach 50 steps in 5 minutes on 2
 cores (>5x slower). Accuracy at an equal 300-step budget (field_01,
 fluorescence, bfloat16, one seed): width 8 mIOU 0.579, width 16 0.610,
-width 16 with depth 4 0.622 (F1@0.5 0.843 vs 0.814). Depth 4 is the next
-candidate for the default; one field and one seed were too little to
-switch on.
+width 16 with depth 4 0.622 (F1@0.5 0.843 vs 0.814). Depth 4 on the 12
+real Usiigaci fields with clicks (``bench/real_data.py --set depth=4``):
+mIOU / AP@0.5 / touching AP@0.5 0.638 / 0.756 / 0.711 against 0.640 /
+0.761 / 0.730 at depth 3, so depth 3 stays.
 
 Speed (2 cores with AVX512-BF16, 128 patches of 64x64 with 2 channels, one
 training step): group norm 1.20 s in float32, 0.90 s in ``mixed_bfloat16``
