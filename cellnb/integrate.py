@@ -86,6 +86,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from .io import InputError, check_labels
+from .model import predict_batch
 from .patches import PatchSet
 
 __all__ = ["predict_patches", "best_patch", "integrate", "border_landscape", "fill_mask",
@@ -123,7 +124,7 @@ def predict_patches(model, patches: PatchSet, batch_size: int = 128,
         for t in (range(8) if tta else [0]):
             codes = np.full(len(x), t)
             # predict_on_batch: compiled once per batch shape, on any Keras backend
-            z = np.asarray(model.predict_on_batch(augment_np(x, codes)), np.float64)[..., 0]
+            z = predict_batch(model, augment_np(x, codes)).astype(np.float64)[..., 0]
             acc += 1.0 / (1.0 + np.exp(-invert_np(z, codes)))
         out[s:s + batch_size] = acc / (8 if tta else 1)
     return out

@@ -48,13 +48,15 @@ fell from mIOU 0.648 to 0.528 on a real phase-contrast field (Usiigaci set3,
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 
 from .io import InputError
 
-__all__ = ["build_unet", "with_patch_size", "count_params", "resolve_precision", "NORMS", "PRECISIONS"]
+__all__ = ["build_unet", "with_patch_size", "count_params", "predict_batch", "resolve_precision",
+           "NORMS", "PRECISIONS"]
 
 NORMS = ("group", "batch", "none")
 # no "mixed_float16": float16 gradients need loss scaling, which the custom step does not do
@@ -286,6 +288,45 @@ def _cpu_flags() -> set:
         return set(Path("/proc/cpuinfo").read_text().split())
     except OSError:
         return set()
+
+
+class _FirstTraceOfEachModel(logging.Filter):
+    """Drops TensorFlow's "triggered tf.function retracing" warning (see :func:`predict_batch`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+_FIRST_TRACES = _FirstTraceOfEachModel()
+
+
+def predict_batch(model, x) -> np.ndarray:
+    """``model.predict_on_batch(x)`` as a NumPy array, without a false retracing warning.
+
+    Each new model (a marker detector per field, a UNet per field) compiles
+    its prediction step once, on any Keras backend. TensorFlow counts those
+    first traces together across models, so from about the fifth field in
+    one process (a ``cellnb batch`` worker, a benchmark) it warned that
+    "tracing is expensive", though no model was ever traced twice. The
+    warning is dropped during this call only; any other stays.
+
+    Parameters
+    ----------
+    model : keras.Model
+    x : ndarray, shape (N, ...)
+        One batch of the model's input.
+
+    Returns
+    -------
+    ndarray
+        The model's output for `x`.
+    """
+    log = logging.getLogger("tensorflow")
+    log.addFilter(_FIRST_TRACES)
+    try:
+        return np.asarray(model.predict_on_batch(x))
+    finally:
+        log.removeFilter(_FIRST_TRACES)
 
 
 def count_params(model) -> int:

@@ -31,6 +31,7 @@ import numpy as np
 
 from .io import InputError, check_image, normalize
 from .markers import detect_blobs, estimate_nucleus_radius, segment_nuclei
+from .model import predict_batch
 
 __all__ = ["NucleusConfig", "NucleusResult", "nucleus_target", "train_nucleus_model",
            "predict_nuclei", "synthetic_markers", "detector_targets", "self_trained_markers",
@@ -329,7 +330,7 @@ def predict_nuclei(model, image, tile: int = 1024, margin: int = 64,
         # one pass over the whole field (padded to the pooling grid): nothing to stitch
         ph, pw = -h % 16, -w % 16
         xx = np.pad(x, ((0, ph), (0, pw), (0, 0)), mode="reflect")
-        z = np.asarray(model.predict_on_batch(xx[None]))[0, :h, :w, 0]
+        z = predict_batch(model, xx[None])[0, :h, :w, 0]
         return _sigmoid(z)
     core = tile - 2 * margin
     ny, nx = -(-h // core), -(-w // core)
@@ -341,7 +342,7 @@ def predict_nuclei(model, image, tile: int = 1024, margin: int = 64,
     for s in range(0, len(corners), batch_size):
         chunk = corners[s:s + batch_size]
         xb = np.stack([padded[r:r + tile, q:q + tile] for r, q in chunk])
-        z = np.asarray(model.predict_on_batch(xb))[..., 0]
+        z = predict_batch(model, xb)[..., 0]
         for (r, q), zz in zip(chunk, z):
             out[r:r + core, q:q + core] = zz[margin:margin + core, margin:margin + core]
     return _sigmoid(out[:h, :w])

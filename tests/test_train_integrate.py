@@ -8,7 +8,7 @@ from cellnb import integrate, patches, train
 from conftest import one_marker_two_cells
 from cellnb.__main__ import main
 from cellnb.io import InputError
-from cellnb.model import build_unet, count_params
+from cellnb.model import build_unet, count_params, predict_batch
 
 
 def test_unet_shapes_and_errors():
@@ -19,6 +19,35 @@ def test_unet_shapes_and_errors():
         build_unet(3, depth=3, patch=60)
     with pytest.raises(InputError, match="prior"):
         build_unet(3, prior=1.0)
+
+
+def test_predict_batch_drops_only_tensorflows_retracing_warning():
+    """A new model per field traces its predict step once; TensorFlow counted those first traces
+    together and, from the fifth field in one process (a batch worker), warned "retracing" (up
+    to twice per process). predict_batch drops that one message, during its call only."""
+    import logging
+    retrace = ("5 out of the last 5 calls to <function one_step_on_data_distributed> triggered "
+               "tf.function retracing. Tracing is expensive")
+
+    class Model:                      # stands in for a Keras model whose call logs as TF does
+        def predict_on_batch(self, x):
+            log.warning(retrace)
+            log.warning("a warning of another kind")
+            return x * 2
+    seen = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            seen.append(record.getMessage())
+    log, keep = logging.getLogger("tensorflow"), Keep(logging.WARNING)
+    log.addHandler(keep)
+    try:
+        np.testing.assert_array_equal(predict_batch(Model(), np.ones(3)), [2, 2, 2])
+        assert seen == ["a warning of another kind"]
+        log.warning(retrace)          # outside the call it is not hidden
+        assert seen[-1] == retrace
+    finally:
+        log.removeHandler(keep)
 
 
 def test_a_model_loaded_and_used_first_leaves_training_repeatable():
