@@ -20,6 +20,7 @@ def pytest_configure(config):
         # repeatable training needs this before TensorFlow's first op (see cellnb.train.set_seed)
         tf.config.threading.set_inter_op_parallelism_threads(1)
 
+
 #: The fast suite's longest files (about 70, 70 and 40 s on a slow 2-core machine), run first:
 #: ``make test`` gives each of its two workers a whole file at a time (``--dist loadfile
 #: --no-loadscope-reorder``), so these start side by side and the short files fill in behind
