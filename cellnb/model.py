@@ -304,11 +304,12 @@ def predict_batch(model, x) -> np.ndarray:
     """``model.predict_on_batch(x)`` as a NumPy array, without a false retracing warning.
 
     Each new model (a marker detector per field, a UNet per field) compiles
-    its prediction step once, on any Keras backend. TensorFlow counts those
-    first traces together across models, so from about the fifth field in
-    one process (a ``cellnb batch`` worker, a benchmark) it warned that
-    "tracing is expensive", though no model was ever traced twice. The
-    warning is dropped during this call only; any other stays.
+    its prediction step once per batch shape, on any Keras backend.
+    TensorFlow counts those first traces together across models, so from
+    about the fifth field in one process (a ``cellnb batch`` worker, a
+    benchmark) it warned that "tracing is expensive", though no model was
+    traced again for a shape it had seen. The warning is dropped during
+    this call only; any other stays.
 
     Parameters
     ----------
