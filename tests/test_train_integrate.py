@@ -22,9 +22,10 @@ def test_unet_shapes_and_errors():
 
 
 def test_predict_batch_drops_only_tensorflows_retracing_warning():
-    """A new model per field traces its predict step once; TensorFlow counted those first traces
-    together and, from the fifth field in one process (a batch worker), warned "retracing" (up
-    to twice per process). predict_batch drops that one message, during its call only."""
+    """A new model per field traces its predict step once per batch shape; TensorFlow counted
+    those first traces together and, from the fifth field in one process (a batch worker), warned
+    "retracing" (up to twice per process). predict_batch drops that one message, during its call
+    only."""
     import logging
     retrace = ("5 out of the last 5 calls to <function one_step_on_data_distributed> triggered "
                "tf.function retracing. Tracing is expensive")
