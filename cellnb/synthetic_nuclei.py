@@ -404,7 +404,9 @@ def synthetic_markers(prob, radius: float | None = None, threshold: float = 0.2,
 #: ones), AP@0.5 0.418 against 0.424: a small, steady cost where the marker target is
 #: furthest; float32 kept. 100 steps at 3e-3 (12 s less per field): F1 0.850 / 0.857 (seeds 0 /
 #: 1) against 0.855 / 0.853, no-click AP@0.5 0.501 against 0.507 (set40 collapses again):
-#: not taken.
+#: not taken. Batches of 4 tiles instead of 8 (11-15 s less per field): F1 0.859 / 0.852 against
+#: 0.855 / 0.854, no-click mIOU / AP@0.5 0.561 / 0.497 against 0.569 / 0.507 (set40 collapses
+#: again): not taken.
 DETECTOR = NucleusConfig(max_steps=150, learning_rate=2e-3, target=0.0, patience=6, prior=0.05)
 #: Median body radius at the detector's working scale, px (cells at 10x: scale ~0.5).
 DETECTOR_BODY_RADIUS = 7.0
