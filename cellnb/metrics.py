@@ -13,7 +13,8 @@ from .io import InputError, check_labels, check_markers
 
 __all__ = ["marker_scores", "corrected_markers", "CORRECTIONS", "offset_markers", "mask_iou",
            "iou_matrix", "matched_iou", "match", "touching_ids", "touching_ap", "summarize",
-           "average_precision", "agreement", "same_id_iou", "THRESHOLDS"]
+           "average_precision", "agreement", "same_id_iou", "error_kinds", "ERROR_KINDS",
+           "THRESHOLDS"]
 
 #: IoU thresholds for instance matching (Cellpose / StarDist convention)
 THRESHOLDS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)
@@ -229,6 +230,25 @@ def mask_iou(mask, truth) -> float:
     return float(np.logical_and(a, b).sum() / union) if union else 1.0
 
 
+def _contingency(truth, pred) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pixel counts of every (true object, predicted object) pair; row and column 0 = background.
+
+    Returns ``counts`` (int64, shape (n_truth + 1, n_pred + 1)) and the label
+    ids of rows 1.. and columns 1.. (the images are checked here).
+    """
+    t = check_labels(truth, name="truth")
+    p = check_labels(pred, name="prediction", shape=t.shape)
+    t_ids = np.unique(t[t > 0])
+    p_ids = np.unique(p[p > 0])
+    t_idx = np.zeros(int(t.max()) + 1, np.int64)
+    p_idx = np.zeros(int(p.max()) + 1, np.int64)
+    t_idx[t_ids] = np.arange(1, len(t_ids) + 1)
+    p_idx[p_ids] = np.arange(1, len(p_ids) + 1)
+    nt, npr = len(t_ids) + 1, len(p_ids) + 1
+    counts = np.bincount(t_idx[t.ravel()] * npr + p_idx[p.ravel()], minlength=nt * npr)
+    return counts.reshape(nt, npr), t_ids, p_ids
+
+
 def iou_matrix(truth, pred):
     """Pairwise IoU between the objects of two label images.
 
@@ -243,23 +263,16 @@ def iou_matrix(truth, pred):
     truth_ids, pred_ids : ndarray of int
         The label ids of the rows and columns.
     """
-    t = check_labels(truth, name="truth")
-    p = check_labels(pred, name="prediction", shape=t.shape)
-    t_ids = np.unique(t[t > 0])
-    p_ids = np.unique(p[p > 0])
-    t_idx = np.zeros(int(t.max()) + 1, np.int64)
-    p_idx = np.zeros(int(p.max()) + 1, np.int64)
-    t_idx[t_ids] = np.arange(1, len(t_ids) + 1)
-    p_idx[p_ids] = np.arange(1, len(p_ids) + 1)
-    tt, pp = t_idx[t.ravel()], p_idx[p.ravel()]
-    nt, npr = len(t_ids) + 1, len(p_ids) + 1
-    # contingency table over (truth, pred) index pairs, 0 = background
-    inter = np.bincount(tt * npr + pp, minlength=nt * npr).reshape(nt, npr).astype(float)
-    area_t = inter.sum(1, keepdims=True)
-    area_p = inter.sum(0, keepdims=True)
-    union = area_t + area_p - inter
+    counts, t_ids, p_ids = _contingency(truth, pred)
+    return _iou(counts), t_ids, p_ids
+
+
+def _iou(counts: np.ndarray) -> np.ndarray:
+    """IoU of the objects of a :func:`_contingency` table (background row and column dropped)."""
+    inter = counts.astype(float)
+    union = inter.sum(1, keepdims=True) + inter.sum(0, keepdims=True) - inter
     iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-    return iou[1:, 1:], t_ids, p_ids
+    return iou[1:, 1:]
 
 
 def matched_iou(truth, pred) -> dict:
@@ -427,6 +440,82 @@ def touching_ap(truth, pred, threshold: float = 0.5) -> dict:
                 [threshold])[0]
     return dict(n=int(len(keep_t)), **{k: row[k] for k in ("tp", "fp", "fn", "precision",
                                                               "recall", "f1", "ap")})
+
+
+#: :func:`error_kinds`' kinds of predicted object, in the order a prediction is tested for them
+ERROR_KINDS = ("matched", "background", "split", "merged", "outline")
+
+
+def error_kinds(truth, pred, threshold: float = 0.5, share: float = 0.2) -> dict:
+    """Why each predicted object fails to match: what to fix, not only how much.
+
+    Each predicted object gets the first kind that applies:
+
+    * ``matched``: IoU >= `threshold` with a true cell (a true positive);
+    * ``background``: more than half its area lies outside every true cell
+      (a marker on debris or an unannotated object);
+    * ``split``: the true cell holding most of its area also holds another
+      predicted object covering at least `share` of that cell (a cell cut in
+      two, e.g. by a second marker; the larger piece may still match);
+    * ``merged``: at least `share` of its own area lies in a second true cell
+      (two cells under one marker);
+    * ``outline``: one cell, one object, the border off (mask extent, halo).
+
+    Parameters
+    ----------
+    truth, pred : ndarray of int, shape (H, W)
+        0 = background.
+    threshold : float
+        IoU of a match, in [0.5, 1] (then a match is one-to-one, as in :func:`match`).
+    share : float
+        In (0, 1): how much of a cell (``split``) or of the object
+        (``merged``) counts.
+
+    Returns
+    -------
+    dict
+        A count for each of :data:`ERROR_KINDS`, ``uncovered`` (true cells
+        no predicted object covers `share` of), ``pred_ids`` (ndarray of
+        int) and ``kinds`` (ndarray of str, one per id).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> truth = np.zeros((10, 20), int); truth[:, :10] = 1; truth[:, 10:] = 2
+    >>> pred = np.zeros_like(truth); pred[:, :10] = 1; pred[:, 10:14] = 2; pred[:, 14:] = 3
+    >>> r = error_kinds(truth, pred)
+    >>> r["matched"], r["split"], r["kinds"].tolist()
+    (2, 1, ['matched', 'split', 'matched'])
+    """
+    if not 0.5 <= threshold <= 1:
+        raise InputError(f"error_kinds: threshold must lie in [0.5, 1], got {threshold}.")
+    if not 0 < share < 1:
+        raise InputError(f"error_kinds: share must lie in (0, 1), got {share}; 0.2 is the "
+                         "default.")
+    counts, _, p_ids = _contingency(truth, pred)
+    area_t, area_p = counts.sum(1), counts.sum(0)
+    iou = _iou(counts)
+    kinds = []
+    for j in range(1, len(p_ids) + 1):
+        cells = counts[1:, j]
+        if iou.shape[0] and iou[:, j - 1].max() >= threshold:
+            kinds.append("matched")
+            continue
+        if counts[0, j] * 2 > area_p[j]:
+            kinds.append("background")
+            continue
+        g = int(np.argmax(cells)) + 1
+        others = np.delete(counts[g, 1:], j - 1)
+        if others.size and others.max() >= share * area_t[g]:
+            kinds.append("split")
+        elif len(cells) > 1 and np.sort(cells)[-2] >= share * area_p[j]:
+            kinds.append("merged")
+        else:
+            kinds.append("outline")
+    kinds = np.array(kinds, dtype="<U10")
+    covered = counts[1:, 1:].max(1, initial=0) >= share * area_t[1:]
+    return {**{k: int((kinds == k).sum()) for k in ERROR_KINDS},
+            "uncovered": int((~covered).sum()), "pred_ids": p_ids, "kinds": kinds}
 
 
 def summarize(truth, pred) -> dict:

@@ -160,6 +160,41 @@ def test_touching_ap_scores_the_crowded_cells_only():
     assert np.isnan(metrics.touching_ap(truth * (truth == 3), truth)["ap"])
 
 
+def test_error_kinds_names_why_each_prediction_fails():
+    truth = np.zeros((80, 60), int)
+    truth[0:10, 0:10] = 1           # A: found exactly
+    truth[0:10, 20:42] = 2          # B: cut in two, the larger piece still matches
+    truth[20:30, 0:10] = 3          # C and D: one object over both
+    truth[20:30, 10:20] = 4
+    truth[40:60, 0:20] = 5          # E: a quarter of it found
+    truth[40:50, 30:40] = 6         # F: nothing on it
+    pred = np.zeros_like(truth)
+    pred[0:10, 0:10] = 1
+    pred[0:10, 20:32] = 2           # IoU 120/220
+    pred[0:10, 32:42] = 3           # the other piece, 10/22 of B
+    pred[20:32, 0:20] = 4           # C + D + a background strip: IoU 100/240 with each
+    pred[40:50, 0:10] = 5           # IoU 0.25, all inside E
+    pred[70:76, 40:50] = 6          # on background
+    r = metrics.error_kinds(truth, pred)
+    assert r["kinds"].tolist() == ["matched", "matched", "split", "merged", "outline",
+                                   "background"]
+    assert list(r["pred_ids"]) == [1, 2, 3, 4, 5, 6]
+    assert {k: r[k] for k in metrics.ERROR_KINDS} == dict(matched=2, background=1, split=1,
+                                                          merged=1, outline=1)
+    assert r["uncovered"] == 1      # F
+    # the matched count is match()'s true positives at the same threshold
+    assert r["matched"] == metrics.match(truth, pred, [0.5])[0]["tp"]
+    # a stricter threshold turns the 0.55 match into a failure of its own kind
+    assert metrics.error_kinds(truth, pred, threshold=0.6)["kinds"][1] == "split"
+    empty = metrics.error_kinds(truth, np.zeros_like(truth))
+    assert empty["matched"] == 0 and empty["uncovered"] == 6 and empty["kinds"].size == 0
+    for bad in (dict(threshold=0.3), dict(share=0.0), dict(share=1.5)):
+        with pytest.raises(InputError, match="error_kinds"):
+            metrics.error_kinds(truth, pred, **bad)
+    with pytest.raises(InputError, match="shape"):
+        metrics.error_kinds(truth, pred[:-1])
+
+
 def test_same_id_iou_compares_cells_by_their_id():
     a = np.zeros((10, 10), np.int32)
     a[0:4, 0:4], a[6:10, 6:10] = 1, 2
