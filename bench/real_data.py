@@ -12,7 +12,9 @@ watershed (CellProfiler-like) and nearest-marker split, each inside cellnb's mas
 the mask a classical pipeline makes itself (`cellnb.baseline.classical_mask`: one Otsu
 threshold). Columns: matched mIOU +- sd, AP@0.5, F1@0.5, the mask's IoU against the true
 foreground, AP@0.5 on the cells that touch another cell (`cellnb.metrics.touching_ap`: the
-crowded case), seconds. A set with nuclei truth only (dsb2018-nuclei) gets the markers step
+crowded case), the objects that match no cell at IoU 0.5 by why (``fail_background``,
+``fail_split``, ``fail_merged``, ``fail_outline``: `cellnb.metrics.error_kinds`; totals over
+the fields in the mean table), seconds. A set with nuclei truth only (dsb2018-nuclei) gets the markers step
 instead: precision / recall / F1 of `cellnb.markers.find_markers` against the human nuclei.
 
 ``--markers image`` is the no-click setting: the markers come from the phase-contrast image
@@ -187,7 +189,8 @@ def main():
                      patch=res.patches.size, scale=round(res.patches.scale, 2),
                      cells_fit=round(fit, 2), **both_rules(f.cells, res, f.stack(cell), mods,
                                                            split=a.markers == "image"),
-                     touch_AP50=round(metrics.touching_ap(f.cells, res.labels)["ap"], 3), **base))
+                     touch_AP50=round(metrics.touching_ap(f.cells, res.labels)["ap"], 3),
+                     **failures(f.cells, res.labels), **base))
         for mname, m in (("cellnb", cmask), ("classical", own)):
             if a.mask == "truth" and mname == "classical":
                 continue
@@ -200,7 +203,8 @@ def main():
                          mask="truth" if a.mask == "truth" else mname,
                          mask_IoU=round(metrics.mask_iou(m, truth_fg), 3),
                          seconds=round(secs, 1),
-                         touch_AP50=round(metrics.touching_ap(f.cells, lab)["ap"], 3), **base))
+                         touch_AP50=round(metrics.touching_ap(f.cells, lab)["ap"], 3),
+                         **failures(f.cells, lab), **base))
         io.write_table(out / "real_data.csv", rows, markdown=True)
     if not rows:
         print("no field with whole-cell truth found", flush=True)
@@ -211,7 +215,9 @@ def main():
         means.append({"method": key[0], "mask": key[1], "fields": len(sel),
                       **{c: round(float(np.nanmean([r[c] for r in sel])), 3)
                          for c in ("mIOU", "mIOU_sd", "AP50", "F1@0.5", "touch_AP50",
-                                   "mask_IoU", "seconds")}})
+                                   "mask_IoU", "seconds")},
+                      # how many objects failed, and why: totals over the fields
+                      **{c: int(sum(r[c] for r in sel)) for c in FAILURES}})
     io.write_table(out / "real_data_mean.csv", means, markdown=True)
     for source in dict.fromkeys(r["source"] for r in marker_rows):
         sel = [r for r in marker_rows if r["source"] == source]
@@ -219,6 +225,15 @@ def main():
               {k: round(float(np.mean([r[k] for r in sel])), 3)
                for k in ("precision", "recall", "F1")}, flush=True)
     print(io.markdown_table(means), flush=True)
+
+
+FAILURES = tuple(f"fail_{k}" for k in metrics.ERROR_KINDS[1:])
+
+
+def failures(cells, lab) -> dict:
+    """Counts of the predicted objects that match no cell, by why (`cellnb.metrics.error_kinds`)."""
+    r = metrics.error_kinds(cells, lab)
+    return {f"fail_{k}": r[k] for k in metrics.ERROR_KINDS[1:]}
 
 
 def true_reach(cells, mk):
