@@ -186,11 +186,13 @@ def _cmd_segment(a) -> int:
 def _cmd_evaluate(a) -> int:
     import json
     from .io import read_labels
-    from .metrics import summarize
+    from .metrics import ERROR_KINDS, error_kinds, summarize
     from .validate import check_inputs
     check_inputs({"--pred": a.pred, "--truth": a.truth})
     pred, truth = read_labels(a.pred), read_labels(a.truth)
     out = summarize(truth, pred)
+    kinds = error_kinds(truth, pred)
+    out["failures"] = {k: kinds[k] for k in (*ERROR_KINDS[1:], "uncovered")}
     if a.json:
         print(json.dumps(out, indent=1))
     else:
@@ -201,6 +203,10 @@ def _cmd_evaluate(a) -> int:
         for r in out["by_threshold"]:
             print(f"{r['thresh']:.2f} {r['tp']:5d} {r['fp']:3d} {r['fn']:3d}  {r['precision']:.3f}"
                   f"     {r['recall']:.3f}  {r['f1']:.3f} {r['ap']:.3f}")
+        w = out["failures"]
+        print(f"unmatched at 0.5, by why: {w['background']} on background, {w['split']} pieces "
+              f"of a split cell, {w['merged']} over two cells, {w['outline']} with the outline "
+              f"off; {w['uncovered']} true cells uncovered")
     return 0
 
 

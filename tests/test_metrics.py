@@ -195,6 +195,29 @@ def test_error_kinds_names_why_each_prediction_fails():
         metrics.error_kinds(truth, pred[:-1])
 
 
+def test_evaluate_prints_the_failures_by_kind(tmp_path, capsys):
+    import json
+
+    import tifffile
+
+    from cellnb.__main__ import main
+    truth = np.zeros((40, 40), np.uint16)
+    truth[0:10, 0:10], truth[0:10, 20:30], truth[20:30, 0:10] = 1, 2, 3
+    pred = truth.copy()
+    pred[0:10, 23:27], pred[0:10, 27:30] = 4, 6   # cell 2 cut in three: no piece matches
+    pred[20:30, 0:10] = 0           # cell 3 missed
+    pred[32:36, 32:36] = 5          # an object on background
+    tifffile.imwrite(tmp_path / "truth.tif", truth)
+    tifffile.imwrite(tmp_path / "pred.tif", pred)
+    argv = ["evaluate", "--pred", str(tmp_path / "pred.tif"), "--truth", str(tmp_path / "truth.tif")]
+    assert main(argv) == 0
+    assert ("1 on background, 3 pieces of a split cell, 0 over two cells, 0 with the outline off; "
+            "1 true cells uncovered") in capsys.readouterr().out
+    assert main(argv + ["--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["failures"] == dict(
+        background=1, split=3, merged=0, outline=0, uncovered=1)
+
+
 def test_same_id_iou_compares_cells_by_their_id():
     a = np.zeros((10, 10), np.int32)
     a[0:4, 0:4], a[6:10, 6:10] = 1, 2
