@@ -422,20 +422,15 @@ def touching_ap(truth, pred, threshold: float = 0.5) -> dict:
         (``tp, fp, fn, precision, recall, f1, ap``); ``ap`` is NaN when no
         cell touches another.
     """
-    t = check_labels(truth, name="truth")
-    p = check_labels(pred, name="prediction", shape=t.shape)
+    counts, t_ids, p_ids = _contingency(truth, pred)
+    t, p = np.asarray(truth), np.asarray(pred)
     keep_t = touching_ids(t)
     if len(keep_t) == 0:
         return dict(n=0, ap=float("nan"))
-    p_ids = np.unique(p[p > 0])
-    inter_owner = np.zeros(int(p.max()) + 1, np.int64)
-    if len(p_ids):
-        # each prediction's main true cell, by overlapping pixels (background excluded)
-        fg = (t > 0) & (p > 0)
-        counts = np.zeros((int(p.max()) + 1, int(t.max()) + 1), np.int64)
-        np.add.at(counts, (p[fg], t[fg]), 1)
-        inter_owner = counts.argmax(1) * (counts.max(1) > 0)
-    kept_p = p_ids[np.isin(inter_owner[p_ids], keep_t)]
+    # each prediction's main true cell, by overlapping pixels (background excluded; 0 = none)
+    cells = counts[1:, 1:]
+    owner = np.where(cells.max(0, initial=0) > 0, t_ids[cells.argmax(0)], 0)
+    kept_p = p_ids[np.isin(owner, keep_t)]
     row = match(np.where(np.isin(t, keep_t), t, 0), np.where(np.isin(p, kept_p), p, 0),
                 [threshold])[0]
     return dict(n=int(len(keep_t)), **{k: row[k] for k in ("tp", "fp", "fn", "precision",
