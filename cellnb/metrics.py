@@ -490,24 +490,23 @@ def error_kinds(truth, pred, threshold: float = 0.5, share: float = 0.2) -> dict
     counts, _, p_ids = _contingency(truth, pred)
     area_t, area_p = counts.sum(1), counts.sum(0)
     iou = _iou(counts)
-    kinds = []
-    for j in range(1, len(p_ids) + 1):
+
+    def kind(j: int) -> str:
+        """The kind of the object in column j (1-based) of the table."""
         cells = counts[1:, j]
         if iou.shape[0] and iou[:, j - 1].max() >= threshold:
-            kinds.append("matched")
-            continue
+            return "matched"
         if counts[0, j] * 2 > area_p[j]:
-            kinds.append("background")
-            continue
+            return "background"
         g = int(np.argmax(cells)) + 1
         others = np.delete(counts[g, 1:], j - 1)
         if others.size and others.max() >= share * area_t[g]:
-            kinds.append("split")
-        elif len(cells) > 1 and np.sort(cells)[-2] >= share * area_p[j]:
-            kinds.append("merged")
-        else:
-            kinds.append("outline")
-    kinds = np.array(kinds, dtype="<U10")
+            return "split"
+        if len(cells) > 1 and np.sort(cells)[-2] >= share * area_p[j]:
+            return "merged"
+        return "outline"
+
+    kinds = np.array([kind(j) for j in range(1, len(p_ids) + 1)], dtype="<U10")
     covered = counts[1:, 1:].max(1, initial=0) >= share * area_t[1:]
     return {**{k: int((kinds == k).sum()) for k in ERROR_KINDS},
             "uncovered": int((~covered).sum()), "pred_ids": p_ids, "kinds": kinds}
