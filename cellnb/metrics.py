@@ -422,11 +422,12 @@ def touching_ap(truth, pred, threshold: float = 0.5) -> dict:
         (``tp, fp, fn, precision, recall, f1, ap``); ``ap`` is NaN when no
         cell touches another.
     """
-    counts, t_ids, p_ids = _contingency(truth, pred)
-    t, p = np.asarray(truth), np.asarray(pred)
+    t = check_labels(truth, name="truth")
+    p = check_labels(pred, name="prediction", shape=t.shape)
     keep_t = touching_ids(t)
     if len(keep_t) == 0:
         return dict(n=0, ap=float("nan"))
+    counts, t_ids, p_ids = _contingency(t, p)
     # each prediction's main true cell, by overlapping pixels (background excluded; 0 = none)
     cells = counts[1:, 1:]
     owner = np.where(cells.max(0, initial=0) > 0, t_ids[cells.argmax(0)], 0)
