@@ -233,7 +233,7 @@ FAILURES = tuple(f"fail_{k}" for k in metrics.ERROR_KINDS[1:])
 def failures(cells, lab) -> dict:
     """Counts of the predicted objects that match no cell, by why (`cellnb.metrics.error_kinds`)."""
     r = metrics.error_kinds(cells, lab)
-    return {f"fail_{k}": r[k] for k in metrics.ERROR_KINDS[1:]}
+    return {c: r[k] for c, k in zip(FAILURES, metrics.ERROR_KINDS[1:])}
 
 
 def true_reach(cells, mk):
