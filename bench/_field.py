@@ -60,14 +60,15 @@ def both_rules(cells, res, image, modalities, split: bool = False) -> dict:
     flooded through the mask), ``inmask_mIOU/AP50`` (the paper's rule
     inside the mask). `split`: as `segment`'s (markers found in the image).
     """
-    from cellnb import integrate, metrics
+    from cellnb import integrate, metrics, pipeline
     relief = integrate.border_landscape(image, modalities)
     out = {"cover": round(res.coverage, 3) if res.coverage is not None else None}
     for name, flood in (("flood", True), ("inmask", False)):
         lab = integrate.integrate(res.probs, res.patches, mask=res.mask, landscape=relief,
                                   flood=flood, **integrate.flood_options(modalities))
-        if split:                       # as segment did (two-lobed labels cut in two)
-            lab = integrate.split_lobes(lab, relief, res.markers[:len(res.probs)])[0]
+        if split:                       # as segment did (two-lobed labels cut, pieces joined)
+            lab = pipeline.repair_found_markers(lab, relief, res.markers[:len(res.probs)],
+                                                image, modalities)[0]
         s = metrics.summarize(cells, lab)
         out[f"{name}_mIOU"], out[f"{name}_AP50"] = round(s["mIOU"], 3), round(s["AP50"], 3)
     return out

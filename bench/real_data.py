@@ -24,9 +24,9 @@ markers; two markers rows (precision / recall / F1 against the annotated cells: 
 bodies alone, and with the self-trained detector's and the rounded cells' additions) are
 written per field to OUT/real_data_markers.{csv,md}; their seconds are the whole step's. A
 detected marker with no annotated cell is a false positive in every figure. The CNN then cuts
-labels shaped like two cells in two, as `segment --image` does
-(`cellnb.integrate.split_lobes`; column ``split``: how many); the classical rows keep the
-detected markers alone.
+labels shaped like two cells in two and joins two pieces of one cell, as `segment --image`
+does (`cellnb.pipeline.repair_found_markers`; columns ``split`` and ``joined``: how many);
+the classical rows keep the detected markers alone.
 
 ``--markers corrected`` is a user's check of the detected markers before segmenting: the
 markers of ``--markers image``, then `cellnb.metrics.corrected_markers` against the annotated
@@ -185,7 +185,7 @@ def main():
                      mask_IoU=round(metrics.mask_iou(res.mask, truth_fg), 3),
                      seconds=round(cnn_s), steps=res.training.steps,
                      confident=round(res.confident, 2), retried=res.training.retried,
-                     split=res.split,
+                     split=res.split, joined=res.joined,
                      patch=res.patches.size, scale=round(res.patches.scale, 2),
                      cells_fit=round(fit, 2), **both_rules(f.cells, res, f.stack(cell), mods,
                                                            split=a.markers == "image"),

@@ -24,7 +24,8 @@ from .mask import modality_of
 
 __all__ = ["SegmentResult", "CollapseWarning", "BACKGROUNDS", "segment", "segment_field", "field_markers",
            "modality_of", "config_channels",
-           "field_patches", "field_flood", "apply_model", "train_confident", "StableLabels", "classical_labels", "synthetic_field_markers",
+           "field_patches", "field_flood", "apply_model", "repair_found_markers",
+           "train_confident", "StableLabels", "classical_labels", "synthetic_field_markers",
            "compare_marker_sources"]
 
 
@@ -64,6 +65,10 @@ class SegmentResult:
     split : int
         K, the cells split off labels that held two
         (:func:`cellnb.integrate.split_lobes`; only where markers may miss cells).
+    joined : int
+        The labels joined into a neighbour as a second piece of one cell
+        (:func:`cellnb.integrate.join_cut_cells`; with `split`, on a
+        phase-contrast channel); they stay empty.
     """
 
     labels: np.ndarray
@@ -77,6 +82,7 @@ class SegmentResult:
     warning: str | None = None
     coverage: float | None = None
     split: int = 0
+    joined: int = 0
 
     @property
     def n_cells(self) -> int:
@@ -338,12 +344,15 @@ def segment(images, modalities: Sequence[str] | str | None = None, nucleus=None,
             else "the paper's rule inside the mask"
         log(f"[cellnb] the network is confident on {coverage:.0%} of the mask: {rule}")
     labels = _labels(probs, ps, mask, relief, background, threshold, flood)
-    added = np.zeros((0, 2))
+    added, joined = np.zeros((0, 2)), 0
     if split and relief is not None:
-        labels, added = _integrate.split_lobes(labels, relief, markers)
+        labels, added, joined = repair_found_markers(labels, relief, markers, img, mods)
         if len(added):
             log(f"[cellnb] {len(added)} label(s) held two cells: split "
                 "(markers found in the image miss cells)")
+        if joined:
+            log(f"[cellnb] {joined} label(s) were a second piece of a cell: joined "
+                "(markers found in the image fall twice into some cells)")
     secs["integrate"] = time.perf_counter() - t
     warning = _integrate.collapse_message(share)
     if warning:
@@ -351,7 +360,7 @@ def segment(images, modalities: Sequence[str] | str | None = None, nucleus=None,
     return SegmentResult(labels=labels, markers=np.vstack([markers, added]), mask=mask,
                          probs=probs, patches=ps, training=result, seconds=secs,
                          confident=share, warning=warning, coverage=coverage,
-                         split=len(added))
+                         split=len(added), joined=joined)
 
 
 def _labels(probs, ps, mask, relief, background: str = "mask", threshold: float = 0.5,
@@ -761,8 +770,53 @@ def apply_model(model, meta: dict, field, channels: Sequence[str], markers, mask
     relief = _field_relief(field, channels) if background == "mask" else None
     labels = _labels(probs, ps, mask, relief, background, threshold, field_flood(channels))
     # as in segment: only in the mask, where the border landscape draws the cut
-    return _integrate.split_lobes(labels, relief, markers)[0] \
-        if split and relief is not None else labels
+    if split and relief is not None:
+        cell = [c for c in channels if c != "nucleus"]
+        labels = repair_found_markers(labels, relief, markers, field.stack(cell),
+                                      [modality_of(c) for c in cell])[0]
+    return labels
+
+
+def repair_found_markers(labels, relief, markers, images, modalities
+                         ) -> tuple[np.ndarray, np.ndarray, int]:
+    """The repairs of a segmentation from markers found in the image, not given one per cell.
+
+    Such markers miss cells and fall twice into others: a label shaped like
+    two cells is cut in two (:func:`cellnb.integrate.split_lobes`), then, on
+    a phase-contrast channel, two touching labels with no halo between
+    their markers are joined (:func:`cellnb.integrate.join_cut_cells`; never
+    a cell the first repair has just cut off).
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape (H, W)
+        Label k + 1 belongs to ``markers[k]``.
+    relief : ndarray of float, shape (H, W)
+        :func:`cellnb.integrate.border_landscape` of `images`.
+    markers : ndarray, shape (N, 2)
+    images : ndarray, shape (H, W, C)
+        The cell channels.
+    modalities : sequence of str
+        One per channel.
+
+    Returns
+    -------
+    labels : ndarray of int32, shape (H, W)
+    added : ndarray of float64, shape (K, 2)
+        The markers of the cells split off (labels N + 1, ...).
+    joined : int
+        How many labels were joined into a neighbour (they stay empty).
+    """
+    labels, added = _integrate.split_lobes(labels, relief, markers)
+    mods = list(modalities)
+    if "phase" not in mods:
+        return labels, added, 0
+    imgs = np.asarray(images)
+    phase = imgs[..., mods.index("phase")] if imgs.ndim == 3 else imgs
+    dark = _mask.phase_darkness(normalize(phase))
+    labels, joined = _integrate.join_cut_cells(labels, dark, np.vstack([markers, added]),
+                                               upto=len(markers))
+    return labels, added, joined
 
 
 def field_flood(channels: Sequence[str]) -> dict:

@@ -239,7 +239,7 @@ class LiveLoss:
 
 def threshold(probs, patches, mask, landscape, image, truth=None, zoom=None,
               value: float = 0.5, background: str = "mask", flood: dict | None = None,
-              split_markers=None):
+              split_markers=None, modality: str = "phase"):
     """Slider for the network's threshold and a choice of background rule (notebook 05).
 
     Parameters
@@ -262,36 +262,43 @@ def threshold(probs, patches, mask, landscape, image, truth=None, zoom=None,
         (:func:`cellnb.pipeline.field_flood`); default none.
     split_markers : ndarray, shape (N, 2), optional
         The labels' markers, given when they were found in the phase image
-        (``markers_from = "image"``): then the ``mask`` rule also cuts a label
-        shaped like two cells in two (:func:`cellnb.integrate.split_lobes`),
-        as :func:`cellnb.pipeline.segment` and the saved label images do, so
+        (``markers_from = "image"``): then the ``mask`` rule also cuts a
+        label shaped like two cells in two and, when `image` is phase
+        contrast, joins two pieces of one cell
+        (:func:`cellnb.pipeline.repair_found_markers`), as
+        :func:`cellnb.pipeline.segment` and the saved label images do, so
         the slider starts from the labels notebook 05 wrote.
+    modality : str
+        The modality of `image` (:func:`cellnb.mask.modality_of`).
 
     Returns
     -------
     ipywidgets.interactive
-        ``.result``: ``{"threshold", "background", "cells", "split", "mIOU"}``
-        (``split``: labels cut in two; mIOU None without `truth`).
+        ``.result``: ``{"threshold", "background", "cells", "split", "joined", "mIOU"}``
+        (``split``: labels cut in two, ``joined``: pieces joined; mIOU None without `truth`).
     """
     import ipywidgets as w
     from . import integrate as _integrate, metrics, plot
+    from .pipeline import repair_found_markers
 
     def draw(threshold, background):
         lab = _integrate.integrate(probs, patches, threshold,
                                    **({"mask": mask, "landscape": landscape, **(flood or {})}
                                       if background == "mask" else {}))
-        cut = 0
+        cut = joined = 0
         if split_markers is not None and background == "mask":
-            lab, added = _integrate.split_lobes(lab, landscape, split_markers)
+            lab, added, joined = repair_found_markers(lab, landscape, split_markers, image,
+                                                      [modality])
             cut = len(added)
         n = int(len(np.unique(lab[lab > 0])))
         miou = metrics.matched_iou(truth, lab)["mean"] if truth is not None else None
         fig = plot.label_overlay(image, lab, truth=truth, zoom=zoom,
                                  title=f"{background} rule, threshold {threshold:.2f}: {n} cells"
                                  + (f" ({cut} split)" if cut else "")
+                                 + (f" ({joined} joined)" if joined else "")
                                  + (f", mIOU {miou:.3f}" if miou is not None else ""))
         return fig, {"threshold": threshold, "background": background, "cells": n,
-                     "split": cut, "mIOU": miou}
+                     "split": cut, "joined": joined, "mIOU": miou}
 
     return _interactive(
         draw, threshold=w.FloatSlider(value=value, min=0.05, max=0.95, step=0.05,

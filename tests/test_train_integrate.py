@@ -387,6 +387,54 @@ def test_split_lobes_cuts_a_label_that_holds_a_second_unmarked_cell_on_the_image
         integrate.split_lobes(lab, land, mk, min_area=float("nan"))
 
 
+def test_join_cut_cells_joins_two_pieces_of_one_cell_and_no_cells_parted_by_a_halo():
+    # darkness in noise sd (cells dark > 0, halo < 0): cell A is one dark disk cut into
+    # labels 1 and 2; cells B | C (labels 3, 4) touch along a sharp bright halo line; cells
+    # D | E (labels 5, 6) along a broad faint halo; F, G (labels 7, 8): dark, no halo, apart;
+    # H, I (labels 9, 10): two bars meeting in an L, no halo, the line between their markers
+    # crossing the background in the L's crook
+    rr, cc = np.mgrid[0:64, 0:320]
+    dark = np.zeros((64, 320))
+    lab = np.zeros((64, 320), np.int32)
+    disk = np.hypot(rr - 30, cc - 30) <= 15
+    dark[disk] = 20.0
+    lab[disk & (cc < 30)], lab[disk & (cc >= 30)] = 1, 2
+    dark[10:50, 80:120] = 20.0
+    lab[10:50, 80:100], lab[10:50, 100:120] = 3, 4
+    dark[10:50, 99:101] = -40.0                               # the halo between B and C
+    dark[10:50, 140:180] = 20.0
+    lab[10:50, 140:160], lab[10:50, 160:180] = 5, 6
+    dark[10:50, 148:172] = -8.0                               # faint, broad: max 8 < 16
+    dark[10:50, 200:215], dark[10:50, 230:245] = 20.0, 20.0
+    lab[10:50, 200:215], lab[10:50, 230:245] = 7, 8           # no halo, but not touching
+    dark[10:18, 270:310], dark[18:56, 270:278] = 20.0, 20.0
+    lab[10:18, 270:310], lab[18:56, 270:278] = 9, 10          # touching, but not seen across
+    mk = np.array([[30, 22], [0, 0], [30, 90], [30, 110], [30, 144], [30, 176],
+                   [30, 207], [30, 237], [14, 306], [52, 274]], float)  # 2's lies outside it
+    before = lab.copy()
+    out, joined = integrate.join_cut_cells(lab, dark, mk)
+    assert out.dtype == np.int32 and joined == 1
+    assert (out[lab == 2] == 1).all() and not (out == 2).any()   # the lowest label stays
+    for k in range(3, 11):                        # parted by a halo, apart, or not in sight
+        assert (out[lab == k] == k).all()
+    assert ((out > 0) == (lab > 0)).all() and np.array_equal(lab, before)
+    # a brighter halo allowed, and a lighter smoothed stretch: B | C join too
+    loose, n = integrate.join_cut_cells(lab, dark, mk, halo=50.0, inside=-10.0)
+    assert n == 3 and (loose[lab == 4] == 3).all() and (loose[lab == 6] == 5).all()
+    assert (loose[lab == 10] == 10).all()                     # the L's bars: never in sight
+    # the faint broad halo alone keeps D | E apart under the default sharp-halo bound
+    assert (integrate.join_cut_cells(lab, dark, mk, inside=-10.0)[0][lab == 6] == 5).all()
+    # labels above `upto` (cells split_lobes has just cut off) are left as they are
+    kept, n = integrate.join_cut_cells(lab, dark, mk, upto=1)
+    assert n == 0 and np.array_equal(kept, lab)
+    none, zero = integrate.join_cut_cells(np.zeros((8, 8), int), np.zeros((8, 8)), mk)
+    assert zero == 0 and not none.any()
+    with pytest.raises(InputError, match="one 2-D shape"):
+        integrate.join_cut_cells(lab, dark[:32], mk)
+    with pytest.raises(InputError, match="finite"):
+        integrate.join_cut_cells(lab, dark, mk, halo=float("nan"))
+
+
 def test_segment_splits_two_lobed_labels_only_where_markers_may_miss_cells():
     """Markers found in the phase image: split by default; given markers: not (one per cell)."""
     from cellnb import datasets, pipeline
@@ -398,10 +446,12 @@ def test_segment_splits_two_lobed_labels_only_where_markers_may_miss_cells():
     logit.bias.assign(np.full(tuple(logit.bias.shape), -8.0, np.float32))
     kw = dict(markers=mk, mask=m, model=model, progress=False, log=lambda s: None)
     given = pipeline.segment(img, "phase", **kw)
-    assert given.split == 0 and len(given.markers) == 2 and given.labels.max() == 2
+    assert given.split == 0 and given.joined == 0
+    assert len(given.markers) == 2 and given.labels.max() == 2
     assert (given.labels[m & (cc < 80)] == 1).all()
     found = pipeline.segment(img, "phase", split=True, **kw)
     assert found.split == 1 and len(found.markers) == 3 and found.labels.max() == 3
+    assert found.joined == 0              # a cell the split has just cut off is never joined
     assert found.labels[30, 30] == 1 and found.labels[30, 56] == 3
     r, c = np.round(found.markers[2]).astype(int)
     assert found.labels[r, c] == 3

@@ -112,7 +112,7 @@ def test_threshold_cuts_two_lobed_labels_as_segment_does_with_markers_found_in_t
     whole = widgets.threshold(probs, ps, m, land, img, **kw).result
     assert whole["cells"] == 2 and whole["split"] == 0
     w = widgets.threshold(probs, ps, m, land, img, split_markers=mk, **kw)
-    assert w.result["cells"] == 3 and w.result["split"] == 1
+    assert w.result["cells"] == 3 and w.result["split"] == 1 and w.result["joined"] == 0
     assert _move(w, threshold=0.3)["split"] == 1           # it holds as the slider moves
 
 
