@@ -533,6 +533,14 @@ def flood_options(modalities) -> dict:
     return {"band": band, "enclosed": ENCLOSED_DEPTH if band > 0 else 0.0}
 
 
+def _one_shape(where: str, **arrays: np.ndarray) -> None:
+    """Raise :class:`InputError` unless the named arrays are 2-D and of one shape."""
+    shapes = {a.shape for a in arrays.values()}
+    if len(shapes) != 1 or len(next(iter(shapes))) != 2:
+        named = ", ".join(f"{k} {a.shape}" for k, a in arrays.items())
+        raise InputError(f"{where}: {named} must be one 2-D shape.")
+
+
 def enclosed_basins(landscape, seeds, mask, depth: float, min_area: float) -> np.ndarray:
     """Parts of the mask walled off from every seed by a landscape ridge.
 
@@ -564,9 +572,7 @@ def enclosed_basins(landscape, seeds, mask, depth: float, min_area: float) -> np
     from skimage.morphology import reconstruction
     land = np.asarray(landscape, np.float64)
     mask, seeds = np.asarray(mask, bool), np.asarray(seeds, bool)
-    if not land.shape == mask.shape == seeds.shape or land.ndim != 2:
-        raise InputError(f"enclosed_basins: landscape {land.shape}, seeds {seeds.shape} and "
-                         f"mask {mask.shape} must be one 2-D shape.")
+    _one_shape("enclosed_basins", landscape=land, seeds=seeds, mask=mask)
     top = float(land.max()) + 1.0
     relief = np.where(mask, land, top)          # a flood cannot leave the mask
     level = reconstruction(np.where(seeds & mask, relief, top), relief, method="erosion")
@@ -640,9 +646,7 @@ def split_lobes(labels, landscape, markers, depth: float = LOBE_DEPTH,
     lab = np.asarray(labels)
     land = np.asarray(landscape, np.float64)
     mk = np.asarray(markers, np.float64).reshape(-1, 2)
-    if lab.ndim != 2 or land.shape != lab.shape:
-        raise InputError(f"split_lobes: labels {lab.shape} and landscape {land.shape} must be "
-                         "one 2-D shape.")
+    _one_shape("split_lobes", labels=lab, landscape=land)
     if lab.max(initial=0) > len(mk):
         raise InputError(f"split_lobes: label {int(lab.max())} but only {len(mk)} markers; "
                          "pass the markers the labels were made from.")
@@ -765,9 +769,7 @@ def join_cut_cells(labels, darkness, markers, halo: float = JOIN_HALO,
     lab = np.asarray(labels)
     dark = np.asarray(darkness, np.float64)
     mk = np.asarray(markers, np.float64).reshape(-1, 2)
-    if lab.ndim != 2 or dark.shape != lab.shape:
-        raise InputError(f"join_cut_cells: labels {lab.shape} and darkness {dark.shape} must "
-                         "be one 2-D shape.")
+    _one_shape("join_cut_cells", labels=lab, darkness=dark)
     if not (np.isfinite(halo) and np.isfinite(inside)):
         raise InputError(f"join_cut_cells: halo and inside must be finite numbers (noise sd), "
                          f"got halo={halo}, inside={inside}.")

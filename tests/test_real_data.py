@@ -31,7 +31,7 @@ STEPS = 100
 MASK_FLOOR = 0.66          # measured 0.686, 0.700 since the mask's halo-crest step
 OWN_MARGIN = 0.12          # measured +0.175, now +0.185, over the better classical row, own mask
 SPLIT_TOLERANCE = 0.02     # measured +0.010, now +0.014 over the nearest split of cellnb's mask
-NO_CLICK_MARGIN = 0.095    # CNN AP@0.5 over the best classical row, no clicks, measured on the crop
+NO_CLICK_MARGIN = 0.129    # CNN AP@0.5 over the best classical row, no clicks, measured on the crop
 ONE_CELL = 0.03            # AP@0.5 of the no-click crop when one cell turns from missed into matched
 
 
@@ -134,11 +134,13 @@ def test_no_clicks_on_a_real_crop(tmp_path):
     (``markers.body_depth``) and the rounded cells' rings in the mask: 35 markers (F1 0.78),
     CNN 0.440 / 0.390, nearest split 0.430 / 0.344, seeded watershed 0.424 / 0.344: ahead by
     0.046 again. With unmarked objects walled in by their halo left out of their neighbours
-    (``integrate.enclosed_basins``): the same 35 markers, CNN 0.442 / 0.439: ahead by 0.095
-    (:data:`NO_CLICK_MARGIN`). With two-lobed labels split (``integrate.split_lobes``, as
-    ``segment --image``): no label of this crop has two lobes, the same figures. With the
+    (``integrate.enclosed_basins``): the same 35 markers, CNN 0.442 / 0.439: ahead by 0.095.
+    With two-lobed labels split (``integrate.split_lobes``, as ``segment --image``): no label
+    of this crop has two lobes, the same figures. With the
     detector's dark bodies left out of its training beyond their centre disk: 35 markers again
-    (F1 0.78), CNN 0.444 / 0.439, nearest split 0.435 / 0.344: ahead by 0.095 still.
+    (F1 0.78), CNN 0.444 / 0.439, nearest split 0.435 / 0.344: ahead by 0.095 still. With two
+    touching pieces of one cell joined (``integrate.join_cut_cells``, as ``segment --image``):
+    CNN 0.458 / 0.473, the classical rows as before: ahead by 0.129 (:data:`NO_CLICK_MARGIN`).
     """
     f = datasets.load_field(REAL / "set13").crop(slice(256, 768), slice(256, 768))
     res = _segment_crop(tmp_path, "image")
