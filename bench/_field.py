@@ -62,13 +62,14 @@ def both_rules(cells, res, image, modalities, split: bool = False) -> dict:
     """
     from cellnb import integrate, metrics, pipeline
     relief = integrate.border_landscape(image, modalities)
+    dark = pipeline.join_darkness(image, modalities) if split else None
     out = {"cover": round(res.coverage, 3) if res.coverage is not None else None}
     for name, flood in (("flood", True), ("inmask", False)):
         lab = integrate.integrate(res.probs, res.patches, mask=res.mask, landscape=relief,
                                   flood=flood, **integrate.flood_options(modalities))
         if split:                       # as segment did (two-lobed labels cut, pieces joined)
             lab = pipeline.repair_found_markers(lab, relief, res.markers[:len(res.probs)],
-                                                image, modalities)[0]
+                                                dark)[0]
         s = metrics.summarize(cells, lab)
         out[f"{name}_mIOU"], out[f"{name}_AP50"] = round(s["mIOU"], 3), round(s["AP50"], 3)
     return out

@@ -24,7 +24,7 @@ from .mask import modality_of
 
 __all__ = ["SegmentResult", "CollapseWarning", "BACKGROUNDS", "segment", "segment_field", "field_markers",
            "modality_of", "config_channels",
-           "field_patches", "field_flood", "apply_model", "repair_found_markers",
+           "field_patches", "field_flood", "apply_model", "repair_found_markers", "join_darkness",
            "train_confident", "StableLabels", "classical_labels", "synthetic_field_markers",
            "compare_marker_sources"]
 
@@ -346,7 +346,8 @@ def segment(images, modalities: Sequence[str] | str | None = None, nucleus=None,
     labels = _labels(probs, ps, mask, relief, background, threshold, flood)
     added, joined = np.zeros((0, 2)), 0
     if split and relief is not None:
-        labels, added, joined = repair_found_markers(labels, relief, markers, img, mods)
+        labels, added, joined = repair_found_markers(labels, relief, markers,
+                                                     join_darkness(img, mods))
         if len(added):
             log(f"[cellnb] {len(added)} label(s) held two cells: split "
                 "(markers found in the image miss cells)")
@@ -772,12 +773,12 @@ def apply_model(model, meta: dict, field, channels: Sequence[str], markers, mask
     # as in segment: only in the mask, where the border landscape draws the cut
     if split and relief is not None:
         cell = [c for c in channels if c != "nucleus"]
-        labels = repair_found_markers(labels, relief, markers, field.stack(cell),
-                                      [modality_of(c) for c in cell])[0]
+        dark = join_darkness(field.stack(cell), [modality_of(c) for c in cell])
+        labels = repair_found_markers(labels, relief, markers, dark)[0]
     return labels
 
 
-def repair_found_markers(labels, relief, markers, images, modalities
+def repair_found_markers(labels, relief, markers, darkness
                          ) -> tuple[np.ndarray, np.ndarray, int]:
     """The repairs of a segmentation from markers found in the image, not given one per cell.
 
@@ -792,12 +793,12 @@ def repair_found_markers(labels, relief, markers, images, modalities
     labels : ndarray of int, shape (H, W)
         Label k + 1 belongs to ``markers[k]``.
     relief : ndarray of float, shape (H, W)
-        :func:`cellnb.integrate.border_landscape` of `images`.
+        :func:`cellnb.integrate.border_landscape` of the cell channels.
     markers : ndarray, shape (N, 2)
-    images : ndarray, shape (H, W, C)
-        The cell channels.
-    modalities : sequence of str
-        One per channel.
+    darkness : ndarray of float, shape (H, W), or None
+        :func:`join_darkness` of the cell channels (None: no phase-contrast
+        channel, no join). Computed once by the caller, as a slider redraws
+        the labels many times from one image.
 
     Returns
     -------
@@ -808,15 +809,34 @@ def repair_found_markers(labels, relief, markers, images, modalities
         How many labels were joined into a neighbour (they stay empty).
     """
     labels, added = _integrate.split_lobes(labels, relief, markers)
-    mods = list(modalities)
-    if "phase" not in mods:
+    if darkness is None:
         return labels, added, 0
-    imgs = np.asarray(images)
-    phase = imgs[..., mods.index("phase")] if imgs.ndim == 3 else imgs
-    dark = _mask.phase_darkness(normalize(phase))
-    labels, joined = _integrate.join_cut_cells(labels, dark, np.vstack([markers, added]),
+    labels, joined = _integrate.join_cut_cells(labels, darkness, np.vstack([markers, added]),
                                                upto=len(markers))
     return labels, added, joined
+
+
+def join_darkness(images, modalities) -> np.ndarray | None:
+    """The phase darkness :func:`repair_found_markers` joins by, or None without phase contrast.
+
+    Parameters
+    ----------
+    images : ndarray, shape (H, W, C) or (H, W)
+        The cell channels (one channel: 2-D).
+    modalities : sequence of str
+        One per channel.
+
+    Returns
+    -------
+    ndarray of float64, shape (H, W), or None
+        :func:`cellnb.mask.phase_darkness` of the normalised phase-contrast channel.
+    """
+    mods = list(modalities)
+    if "phase" not in mods:
+        return None
+    imgs = np.asarray(images)
+    phase = imgs[..., mods.index("phase")] if imgs.ndim == 3 else imgs
+    return _mask.phase_darkness(normalize(phase))
 
 
 def field_flood(channels: Sequence[str]) -> dict:

@@ -279,7 +279,9 @@ def threshold(probs, patches, mask, landscape, image, truth=None, zoom=None,
     """
     import ipywidgets as w
     from . import integrate as _integrate, metrics, plot
-    from .pipeline import repair_found_markers
+    from .pipeline import join_darkness, repair_found_markers
+    # the image does not change while the slider moves: its darkness is computed once
+    dark = join_darkness(image, [modality]) if split_markers is not None else None
 
     def draw(threshold, background):
         lab = _integrate.integrate(probs, patches, threshold,
@@ -287,8 +289,7 @@ def threshold(probs, patches, mask, landscape, image, truth=None, zoom=None,
                                       if background == "mask" else {}))
         cut = joined = 0
         if split_markers is not None and background == "mask":
-            lab, added, joined = repair_found_markers(lab, landscape, split_markers, image,
-                                                      [modality])
+            lab, added, joined = repair_found_markers(lab, landscape, split_markers, dark)
             cut = len(added)
         n = int(len(np.unique(lab[lab > 0])))
         miou = metrics.matched_iou(truth, lab)["mean"] if truth is not None else None
