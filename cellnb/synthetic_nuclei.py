@@ -607,7 +607,12 @@ def self_trained_markers(image, seed: int = 0, progress: bool = False,
     two after training (:func:`cellnb.integrate.split_lobes`), 0.550 / 0.491; with
     each body's far part left out of the detector's training
     (:func:`detector_targets`), F1 0.855 (precision 0.824, recall 0.892) and
-    0.561 / 0.490 (seed 1: F1 0.854, 0.565 / 0.495). About 20-40 s per
+    0.561 / 0.490 (seed 1: F1 0.854, 0.565 / 0.495); with a rounded cell
+    nearer than the spacing to a marker kept when their thick rings lie
+    between them (:data:`cellnb.markers.ROUNDED_APART`: two cells just
+    divided, a rounded cell on a flat one), F1 0.857 (precision 0.823, recall
+    0.898; 7 markers more, on set10, set13 and set31) and, with the later
+    repairs, 0.575 / 0.541 (0.572 / 0.538 before). About 20-40 s per
     1022 x 1024 field on 2 CPU cores (20-35 s on the README timing table's machine, 33-39 s
     on one 1.75x slower). The settings were chosen once over all 12 fields, for images at
     that magnification (the scale follows the body size).

@@ -5,6 +5,7 @@ from skimage.draw import disk
 from cellnb import markers, metrics
 from conftest import ROUNDED, rounded_field
 from cellnb.io import InputError
+from cellnb.mask import phase_darkness
 
 
 def test_marker_f1_on_demo_fields(demo_fields):
@@ -159,9 +160,36 @@ def test_rounded_cells_are_thick_bright_rings_round_a_dark_centre():
     # a marker already near one: only the other is added, as far from every marker as `spacing`
     again = markers.rounded_cells(img, np.vstack([body, [[118, 127]]]))
     np.testing.assert_allclose(again, rounded[:1], atol=1.0)
-    assert len(markers.rounded_cells(img, spacing=200)) == 1         # the second is too close
+    assert len(markers.rounded_cells(img, spacing=200, apart=None)) == 1   # the second too close
+    # ... unless the other's thick ring (45 noise sd here) lies between them
+    assert len(markers.rounded_cells(img, spacing=200, apart=40)) == 2
     assert len(markers.rounded_cells(img, centre=0.5)) == 3          # the gap, if bare is allowed
     assert len(markers.rounded_cells(img, fade=1e9)) == 3            # the spot, if no fade
+
+
+def test_rounded_cells_touching_pair_keeps_both_but_not_a_marker_inside():
+    """Two rounded cells just divided (rings touching, centres 26 px apart, closer than the
+    spacing): the rings between the two centres make the second a cell of its own; a marker
+    inside a candidate's ring, or a line without a ring on it, still takes the candidate."""
+    img = np.full((100, 130), 0.5)
+    for rc in [(50, 50), (50, 76)]:
+        img[disk(rc, 13)] = 1.4                          # thick, very bright rings
+    for rc in [(50, 50), (50, 76)]:
+        img[disk(rc, 6)] = 0.35
+    img += np.random.default_rng(0).normal(0, 0.01, img.shape)
+    level = -phase_darkness(img)
+    assert level[50, 63] > markers.ROUNDED_APART             # the rings between the centres
+    both = markers.rounded_cells(img, spacing=40)
+    assert len(both) == 2
+    np.testing.assert_allclose(sorted(both.tolist()), [[50, 50], [50, 76]], atol=1.0)
+    assert len(markers.rounded_cells(img, spacing=40, apart=None)) == 1
+    # a marker in the first cell's ring: the first is that marker's, the second still its own
+    one = markers.rounded_cells(img, np.array([[50.0, 41.0]]), spacing=40)
+    np.testing.assert_allclose(one, [[50, 76]], atol=1.0)
+    # a brighter bound than the rings: the pair is taken for one cell again
+    assert len(markers.rounded_cells(img, spacing=40, apart=1e4)) == 1
+    with pytest.raises(InputError, match="apart"):
+        markers.rounded_cells(img, apart=float("nan"))
 
 
 def test_rounded_cell_areas_are_the_whole_ring_of_each_rounded_cell():
