@@ -1,7 +1,9 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from cellnb import mask, markers
+from cellnb import datasets, mask, markers
 from cellnb.io import InputError
 from cellnb.metrics import mask_iou
 from conftest import rounded_field
@@ -206,6 +208,51 @@ def test_halo_rings_give_a_marked_rounded_cell_its_whole_ring():
     assert out is not centres and not out[40, 29] == centres[40, 29]
     with pytest.raises(InputError, match="differs from the image shape"):
         mask.halo_rings(centres[:50], img, marks)
+
+
+def test_halo_pockets_give_the_mask_a_flat_lamella_walled_in_by_the_halo():
+    # a cell whose textured body (the mask) is a disk, its flat lamella to the right of it with
+    # no texture, and the cell's bright halo round the outer edge of both (an ellipse)
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:128, :200]
+    ell = np.hypot((yy - 64) / 26, (xx - 66) / 40)
+    img = 0.5 + 0.01 * rng.standard_normal(yy.shape) + 0.4 * np.exp(-((ell - 1) * 30 / 2) ** 2)
+    body = np.hypot(yy - 64, xx - 50) < 16
+    # a debris ring far from any cell, and a second cell with no halo at all
+    ring = np.hypot(yy - 20, xx - 150)
+    img += 0.4 * np.exp(-((ring - 8) / 1.5) ** 2)
+    other = np.hypot(yy - 90, xx - 170) < 10
+    held = body | other
+    marks = np.array([[64.0, 50.0], [90.0, 170.0]])
+    out = mask.halo_pockets(held, img, marks)
+    lamella = (ell < 0.93) & ~body
+    assert (out & lamella).sum() > 0.95 * lamella.sum()        # the pocket joins the mask
+    assert out[64, 100]                                          # with the halo beside it
+    assert np.array_equal(out[ell > 1.3], held[ell > 1.3])       # open background stays out
+    assert not out[ring < 6].any()                               # a ring beside no cell stays out
+    assert (out >= held).all() and out is not held
+    # a pocket larger than half a squared spacing is not a lamella: left alone
+    assert np.array_equal(mask.halo_pockets(held, img, marks, size=0.1), held)
+    for bad in ({"wall": 0}, {"size": float("nan")}):
+        with pytest.raises(InputError, match="must be a number > 0"):
+            mask.halo_pockets(held, img, marks, **bad)
+    with pytest.raises(InputError, match="at least two markers"):
+        mask.halo_pockets(held, img, marks[:1])
+
+
+def test_foreground_mask_adds_halo_pockets_on_crowded_fields_only(monkeypatch):
+    # the bundled real phase-contrast field: its mask covers ~22 % of this crop (crowded)
+    f = datasets.load_field(Path(__file__).resolve().parents[1] / "data" / "real" / "set13")
+    f = f.crop(slice(256, 768), slice(256, 768))
+    calls = []
+    real = mask.halo_pockets
+    monkeypatch.setattr(mask, "halo_pockets", lambda *a, **k: calls.append(1) or real(*a, **k))
+    crowded = mask.foreground_mask(f.images["phase"], "phase", markers=f.markers)
+    assert calls and crowded.mean() >= mask.POCKET_COVER
+    monkeypatch.setattr(mask, "POCKET_COVER", 0.99)       # as if the cells were sparse
+    calls.clear()
+    sparse = mask.foreground_mask(f.images["phase"], "phase", markers=f.markers)
+    assert not calls and (crowded >= sparse).all()
 
 
 def test_halo_basins_give_a_missed_marked_cell_the_area_inside_its_halo():
