@@ -477,6 +477,17 @@ def _halo_ridge(img: np.ndarray) -> np.ndarray:
     return sato(np.asarray(img, np.float64), sigmas=[1, 2], black_ridges=False)
 
 
+def _ridge_of(img: np.ndarray, ridge, who: str) -> np.ndarray:
+    """`ridge` (the caller's :func:`_halo_ridge` of `img`) checked, or computed here."""
+    if ridge is None:
+        return _halo_ridge(img)
+    ridge = np.asarray(ridge, np.float64)
+    if ridge.shape != img.shape:
+        raise InputError(f"{who}: ridge shape {ridge.shape} differs from the image shape "
+                         f"{img.shape}; pass the ridge filter of this image, or none.")
+    return ridge
+
+
 def _mask_and_phase(mask, image, who: str) -> tuple[np.ndarray, np.ndarray]:
     """A mask and its phase-contrast image as (bool, float64) planes of the same shape."""
     m = np.asarray(mask, bool)
@@ -487,8 +498,8 @@ def _mask_and_phase(mask, image, who: str) -> tuple[np.ndarray, np.ndarray]:
     return m, img
 
 
-def halo_crest(mask, image, inside: int = CREST_INSIDE, outside: int = CREST_OUTSIDE
-               ) -> np.ndarray:
+def halo_crest(mask, image, inside: int = CREST_INSIDE, outside: int = CREST_OUTSIDE,
+               ridge=None) -> np.ndarray:
     """Move a phase-contrast mask's border onto the crest of the bright halo nearby.
 
     Annotators draw a phase-contrast cell's border on the crest of its bright
@@ -509,6 +520,9 @@ def halo_crest(mask, image, inside: int = CREST_INSIDE, outside: int = CREST_OUT
         The phase-contrast image (raw or normalised; cells dark, halo bright).
     inside, outside : int
         How far (px) the border may move into the mask and out of it.
+    ridge : ndarray of float, shape (H, W), optional
+        The image's bright-ridge filter, when the caller has it already
+        (:func:`foreground_mask` passes one to this and :func:`halo_pockets`).
 
     Returns
     -------
@@ -522,7 +536,7 @@ def halo_crest(mask, image, inside: int = CREST_INSIDE, outside: int = CREST_OUT
     m, img = _mask_and_phase(mask, image, "halo_crest")
     if not m.any():
         return m
-    ridge = _halo_ridge(img)
+    ridge = _ridge_of(img, ridge, "halo_crest")
     seeds = np.zeros(m.shape, np.int32)
     seeds[~ndi.binary_dilation(m, disk(outside))] = 1
     core = ndi.binary_erosion(m, disk(inside))
@@ -642,8 +656,8 @@ POCKET_SIZE = 0.5
 POCKET_COVER = 0.14
 
 
-def halo_pockets(mask, image, markers, wall: float = POCKET_WALL, size: float = POCKET_SIZE
-                 ) -> np.ndarray:
+def halo_pockets(mask, image, markers, wall: float = POCKET_WALL, size: float = POCKET_SIZE,
+                 ridge=None) -> np.ndarray:
     """Give the mask the pockets of background that a bright halo closes off beside it.
 
     A cell's flat lamella has no texture, so the texture mask stops short of
@@ -687,6 +701,9 @@ def halo_pockets(mask, image, markers, wall: float = POCKET_WALL, size: float = 
         Height of a wall above the background's ridge response, in robust sd (> 0).
     size : float
         Largest pocket, in squared marker spacings (> 0).
+    ridge : ndarray of float, shape (H, W), optional
+        The image's bright-ridge filter, when the caller has it already (as
+        :func:`halo_crest`'s).
 
     Returns
     -------
@@ -701,7 +718,7 @@ def halo_pockets(mask, image, markers, wall: float = POCKET_WALL, size: float = 
     far = ~ndi.binary_dilation(m, iterations=10)
     if not m.any() or not far.any():
         return m.copy()
-    ridge = _halo_ridge(img)
+    ridge = _ridge_of(img, ridge, "halo_pockets")
     bg = ridge[far]
     med = float(np.median(bg))
     sd = 1.4826 * float(np.median(np.abs(bg - med)))
@@ -916,8 +933,11 @@ def foreground_mask(image, modality: str | Sequence[str] = "fluorescence", marke
     spacing = marker_spacing(markers) if markers is not None and len(markers) > 1 else None
     if cleanup:
         m = clean_mask(m, spacing)
+    ridge = None
     if "phase" in mods and hint is None:
-        m = halo_crest(m, norms[mods.index("phase")])
+        # one bright-ridge filter of the phase image serves the crest and the pockets
+        ridge = _halo_ridge(norms[mods.index("phase")])
+        m = halo_crest(m, norms[mods.index("phase")], ridge=ridge)
         if spacing is not None:
             # a marked cell the texture missed (rounded, flat) still gets its area
             m = halo_basins(m, norms[mods.index("phase")], markers, BASIN_REACH * spacing)
@@ -930,5 +950,5 @@ def foreground_mask(image, modality: str | Sequence[str] = "fluorescence", marke
         m = keep_marked(m, markers, reach)
     if "phase" in mods and hint is None and spacing is not None and m.mean() >= POCKET_COVER:
         # a flat lamella the texture missed, walled in by the cell's own halo (crowded fields)
-        m = halo_pockets(m, norms[mods.index("phase")], markers)
+        m = halo_pockets(m, norms[mods.index("phase")], markers, ridge=ridge)
     return (m, prob) if return_probability else m

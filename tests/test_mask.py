@@ -238,6 +238,11 @@ def test_halo_pockets_give_the_mask_a_flat_lamella_walled_in_by_the_halo():
             mask.halo_pockets(held, img, marks, **bad)
     with pytest.raises(InputError, match="at least two markers"):
         mask.halo_pockets(held, img, marks[:1])
+    # a ridge filter the caller computed already gives the same pockets; one of another image
+    # is refused
+    assert np.array_equal(mask.halo_pockets(held, img, marks, ridge=mask._halo_ridge(img)), out)
+    with pytest.raises(InputError, match="ridge shape"):
+        mask.halo_pockets(held, img, marks, ridge=img[:50])
 
 
 def test_foreground_mask_adds_halo_pockets_on_crowded_fields_only(monkeypatch):
