@@ -118,6 +118,37 @@ def test_auto_warmup_and_lam_follow_how_much_of_the_patches_the_mask_fills(small
             train.TrainConfig(lam=bad).check()
 
 
+def test_beta_ramp_eases_the_mask_penalty_while_a_sparse_field_starts(small_patches):
+    # a sparse field's first steps see half the mask penalty, rising to beta (TrainConfig.beta_ramp)
+    crowded = dataclasses.replace(small_patches, outside=np.zeros_like(small_patches.outside))
+    sparse = dataclasses.replace(small_patches, outside=np.ones_like(small_patches.outside))
+    sparse.outside[:, :20] = 0.0              # some mask in every patch
+    assert train.resolve_beta_ramp("auto", crowded) == 0
+    assert train.resolve_beta_ramp("auto", sparse) == train.BETA_RAMP == 100
+    assert train.resolve_beta_ramp(7, crowded) == 7
+    shares = [train.beta_share(100, s) for s in (0, 50, 100, 400)]
+    np.testing.assert_allclose(shares, [train.BETA_RAMP_FROM, 0.75, 1.0, 1.0])
+    assert train.beta_share(0, 0) == 1.0
+    # the same first step with and without the ramp: the same network outputs (the history's
+    # terms stay unweighted), the loss minimised with beta x BETA_RAMP_FROM
+    ramped = train.train(sparse, train.TrainConfig(max_steps=1, beta_ramp=2, beta=3.0),
+                         progress=False)
+    flat = train.train(sparse, train.TrainConfig(max_steps=1, beta_ramp=0, beta=3.0),
+                       progress=False)
+    assert ramped.config.beta_ramp == 2 and flat.config.beta_ramp == 0
+    a, b = ramped.history[0], flat.history[0]
+    for term in ("area", "overlap", "outside"):
+        assert a[term] == pytest.approx(b[term], rel=1e-5), term
+    assert b["outside"] > 1.0
+    assert a["loss"] == pytest.approx(b["loss"] - 3.0 * (1 - train.BETA_RAMP_FROM) * b["outside"],
+                                      rel=1e-4)
+    assert train.train(sparse, train.TrainConfig(max_steps=1), progress=False
+                       ).config.beta_ramp == train.BETA_RAMP      # the config records what ran
+    for bad in ("often", -1, 1.5):
+        with pytest.raises(InputError, match="beta_ramp"):
+            train.TrainConfig(beta_ramp=bad).check()
+
+
 def test_train_stops_when_its_monitor_says_so(small_patches):
     seen = []
 
