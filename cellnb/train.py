@@ -109,9 +109,10 @@ class TrainConfig:
         touching AP@0.5, training and integration per field): without the
         ramp 0.581 / 0.552 / 0.495 in 92 s, with it 0.583 / 0.556 / 0.529
         in 57 s, the first start training on set1, set20 and set30
-        (repeated before; set40 still is); seed 1 0.583 / 0.548 / 0.514 -> 0.584 / 0.545 / 0.487; with clicks
-        0.639 / 0.763 / 0.732 -> 0.643 / 0.759 / 0.709. Only the first start
-        of :func:`cellnb.pipeline.train_confident` ramps (measured there).
+        (repeated before; set40 still is); seed 1 0.583 / 0.548 / 0.514 ->
+        0.584 / 0.545 / 0.487; with clicks 0.639 / 0.763 / 0.732 -> 0.643 /
+        0.759 / 0.709. Only the first start of
+        :func:`cellnb.pipeline.train_confident` ramps (measured there).
     area : int
         Side of the square area whose patches form one batch (paper: 640).
     width, depth : int
@@ -224,15 +225,11 @@ class TrainConfig:
             v = getattr(self, name)
             if int(v) != v or v < 1:
                 raise InputError(f"TrainConfig.{name} must be a positive integer, got {v}.")
-        if self.warmup != "auto" and (isinstance(self.warmup, str)
-                                      or int(self.warmup) != self.warmup or self.warmup < 0):
-            raise InputError(f"TrainConfig.warmup must be 'auto' or an integer >= 0, got "
-                             f"{self.warmup!r}.")
-        if self.beta_ramp != "auto" and (isinstance(self.beta_ramp, str)
-                                         or int(self.beta_ramp) != self.beta_ramp
-                                         or self.beta_ramp < 0):
-            raise InputError(f"TrainConfig.beta_ramp must be 'auto' or an integer >= 0, got "
-                             f"{self.beta_ramp!r}.")
+        for name in ("warmup", "beta_ramp"):           # step counts, or chosen from the field
+            v = getattr(self, name)
+            if v != "auto" and (isinstance(v, str) or int(v) != v or v < 0):
+                raise InputError(f"TrainConfig.{name} must be 'auto' or an integer >= 0, got "
+                                 f"{v!r}.")
         if not (0 < self.stable <= 1):
             raise InputError(f"TrainConfig.stable must be in (0, 1], got {self.stable}.")
         return self
